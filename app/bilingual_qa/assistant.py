@@ -1,0 +1,111 @@
+"""Assistant: the one entry point the CLI, the web page and the evaluation call."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from pathlib import Path
+
+from . import language as lang
+from .answering import Answer, ExtractiveAnswerer
+from .config import Settings
+from .document import Document, Paragraph, read_document
+from .embedding import Embedder, load_embedder
+from .errors import QuestionError
+from .index import Index, open_index
+from .retrieval import Retriever
+
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+class Assistant:
+    """Answers English or Chinese questions about one bilingual document.
+
+    Args:
+        document: a UTF-8 .txt/.md file; None for the embedded default document.
+        settings: configuration; defaults to :meth:`Settings.from_env`.
+        embedder: an already loaded embedder to share (tests, several documents).
+
+    Raises:
+        DocumentError: the document cannot be read.
+        ModelError: the embedding model cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        document: str | Path | None = None,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        settings = settings or Settings.from_env()
+        if document is not None:
+            settings = settings.replace(document=document)
+        self.settings = settings
+        parsed = read_document(settings.document, seed=settings.langdetect_seed)
+        self.embedder = embedder or load_embedder(settings)
+        self.index: Index = open_index(parsed, self.embedder, settings)
+        self._retriever = Retriever(self.index)
+        self._answerer = ExtractiveAnswerer(
+            self._retriever, top_k=settings.top_k, max_sentences=settings.max_answer_sentences
+        )
+        self._default_script = _dominant_script(self.index.document)
+
+    @property
+    def document(self) -> Document:
+        """The parsed document, with aligned twins."""
+        return self.index.document
+
+    @property
+    def paragraphs(self) -> list[Paragraph]:
+        """The document's paragraphs P1..Pn, with language and twin ids."""
+        return list(self.index.document.paragraphs)
+
+    def ask(self, question: str) -> Answer:
+        """Answer one question from the document.
+
+        Args:
+            question: English or Chinese (Traditional or Simplified), at most
+                ``settings.max_question_chars`` characters.
+
+        Returns:
+            An :class:`Answer` in the question's language and script, citing
+            the paragraphs it quotes; ``answered`` is False when the document
+            does not contain the answer.
+
+        Raises:
+            QuestionError: the question is empty, too long or has control characters.
+            ModelError: the question could not be embedded.
+        """
+        started = time.perf_counter()
+        question = self.validate(question)
+        language = lang.question_language(question, self._default_script)
+        vector = self.embedder.embed_queries([question])[0]
+        answer = self._answerer.answer(question, language, vector)
+        return _with_seconds(answer, time.perf_counter() - started)
+
+    def validate(self, question: object) -> str:
+        """The question, stripped, or a :class:`QuestionError` saying what is wrong."""
+        if not isinstance(question, str):
+            raise QuestionError(f"a question must be text, not {type(question).__name__}")
+        text = question.strip()
+        if not text:
+            raise QuestionError("the question is empty; ask something about the document")
+        limit = self.settings.max_question_chars
+        if len(text) > limit:
+            raise QuestionError(f"the question is too long: {len(text)} characters (limit {limit})")
+        bad = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS]
+        if bad:
+            raise QuestionError(f"the question contains a control character (U+{ord(bad[0]):04X})")
+        return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def _dominant_script(document: Document) -> str:
+    """The document's Chinese script: the default for questions that do not show theirs."""
+    scripts = [p.language for p in document.paragraphs if lang.is_chinese(p.language)]
+    return max(set(scripts), key=scripts.count) if scripts else lang.HANT
+
+
+def _with_seconds(answer: Answer, seconds: float) -> Answer:
+    import dataclasses
+
+    return dataclasses.replace(answer, seconds=round(seconds, 4))

