@@ -131,13 +131,21 @@ class ExtractiveAnswerer:
         spread = float(sims.std()) or 1.0
         salience = (sims - float(sims.mean())) / spread
         terms = self._weighted_terms(question)
-        unit_coverage = [
-            self._coverage(terms, set().union(*(self._token_sets[m] for m in h.members)))
+        coverages = [
+            self._coverage(
+                terms,
+                set().union(*(self._token_sets[m] for m in h.members)),
+                any(lang.is_chinese(self._paragraphs[m].language) for m in h.members),
+                any(not lang.is_chinese(self._paragraphs[m].language) for m in h.members),
+            )
             for h in hits[:UNITS_CONSIDERED]
         ]
+        checked = [c for c in coverages if c is not None]
         best_salience = float(salience.max()) if len(salience) else 0.0
-        best_coverage = max(unit_coverage, default=0.0)
-        signals = {"salience": round(best_salience, 3), "coverage": round(best_coverage, 3)}
+        best_coverage = max(checked) if checked else None
+        signals = {"salience": round(best_salience, 3)}
+        if best_coverage is not None:
+            signals["coverage"] = round(best_coverage, 3)
         if not hits or not _answerable(best_salience, best_coverage):
             return self._refusal(question, language, signals)
         chosen = self._choose(question, hits[:UNITS_CONSIDERED], language, salience, terms)
@@ -153,12 +161,23 @@ class ExtractiveAnswerer:
         return weights
 
     @staticmethod
-    def _coverage(terms: dict[str, float], tokens: set[str]) -> float:
-        """IDF-weighted share of ``terms`` present in ``tokens``."""
-        total = sum(terms.values())
+    def _coverage(
+        terms: dict[str, float], tokens: set[str], chinese_text: bool, english_text: bool
+    ) -> float | None:
+        """IDF-weighted share of the checkable ``terms`` present in ``tokens``; None if none is checkable.
+
+        Chinese terms cannot be checked against English-only text, nor English
+        words against Chinese-only text (unless they occur in it, like "RCEP").
+        """
+        checkable = {
+            t: w
+            for t, w in terms.items()
+            if (chinese_text if lang.is_cjk(t[0]) else (english_text or t.isdigit() or t in tokens))
+        }
+        total = sum(checkable.values())
         if total <= 0:
-            return 0.0
-        return sum(w for t, w in terms.items() if t in tokens) / total
+            return None
+        return sum(w for t, w in checkable.items() if t in tokens) / total
 
     def _choose(
         self,
@@ -178,14 +197,14 @@ class ExtractiveAnswerer:
             side = same or other
             if same and other:
                 # The versions differ in places: quote the other one when it alone has the terms.
-                cov_same = max(self._coverage(terms, self._token_sets[self._position[p.id]]) for p in same)
-                cov_other = max(self._coverage(terms, self._token_sets[self._position[p.id]]) for p in other)
+                cov_same = max(self._paragraph_coverage(terms, p) for p in same)
+                cov_other = max(self._paragraph_coverage(terms, p) for p in other)
                 if cov_other > cov_same + OTHER_LANGUAGE_MARGIN:
                     side = other
             for paragraph in side:
                 rows = self.retriever.index.sentence_range(self._position[paragraph.id])
                 for row, sentence in zip(rows, paragraph.sentences, strict=True):
-                    coverage = self._coverage(terms, set(lang.lexical_tokens(sentence.text)))
+                    coverage = self._sentence_coverage(terms, sentence, paragraph)
                     score = float(salience[row]) + COVERAGE_WEIGHT * coverage - RANK_PENALTY * rank
                     candidates.append(_Candidate(paragraph, sentence, score, coverage, rank))
         candidates.sort(key=lambda c: -c.score)
@@ -208,6 +227,17 @@ class ExtractiveAnswerer:
                 chosen.append(candidate)
                 covered |= new_terms
         return chosen
+
+    def _paragraph_coverage(self, terms: dict[str, float], paragraph: Paragraph) -> float:
+        """Coverage of ``terms`` by one paragraph (0 when none is checkable)."""
+        tokens = self._token_sets[self._position[paragraph.id]]
+        chinese = lang.is_chinese(paragraph.language)
+        return self._coverage(terms, tokens, chinese, not chinese) or 0.0
+
+    def _sentence_coverage(self, terms: dict[str, float], sentence: Sentence, paragraph: Paragraph) -> float:
+        """Coverage of ``terms`` by one sentence (0 when none is checkable)."""
+        chinese = lang.is_chinese(paragraph.language)
+        return self._coverage(terms, set(lang.lexical_tokens(sentence.text)), chinese, not chinese) or 0.0
 
     @staticmethod
     def _covered_terms(terms: dict[str, float], candidate: _Candidate) -> set[str]:
@@ -266,12 +296,20 @@ class ExtractiveAnswerer:
         )
 
 
-def _answerable(salience: float, coverage: float) -> bool:
-    """The calibrated decision: does the document contain an answer?"""
+def _answerable(salience: float, coverage: float | None) -> bool:
+    """The calibrated decision: does the document contain an answer?
+
+    ``coverage`` is None when none of the question's terms can be checked
+    against the evidence (a Chinese question about English-only text): then
+    only a very salient sentence counts. A salient sentence sharing none of
+    the checkable terms is not an answer.
+    """
+    if coverage is None:
+        return salience >= SALIENCE_SURE
     return (
         coverage >= COVERAGE_SURE
         or (coverage >= COVERAGE_WITH_SALIENCE and salience >= SALIENCE_WITH_COVERAGE)
-        or salience >= SALIENCE_SURE
+        or (salience >= SALIENCE_SURE and coverage > 0)
     )
 
 

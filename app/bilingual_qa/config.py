@@ -60,6 +60,11 @@ class Settings:
     langdetect_seed: int = 0
 
     def __post_init__(self) -> None:
+        # Accept str paths from API callers; the dataclass is frozen, hence object.__setattr__.
+        for name in ("document", "cache_dir", "index_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(str(value)).expanduser())
         for name in ("threads", "top_k", "max_question_chars", "max_answer_sentences", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting {name} must be at least 1, got {getattr(self, name)}")

@@ -60,13 +60,17 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         try:
             import torch
 
             # Deliberate: oversubscribing a small machine's cores is many times slower.
             torch.set_num_threads(settings.threads)
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
+            transformers_logging.disable_progress_bar()
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except ModelError:
             raise
@@ -82,7 +86,10 @@ class SentenceTransformerEmbedder:
             self._prefixes = E5_PREFIXES
         else:
             self._prefixes = ("", "")
-        self.dimension = int(self._model.get_sentence_embedding_dimension())
+        dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.dimension = int(dimension())
         self.model_id = _model_id(settings.model)
 
     @staticmethod

@@ -1,0 +1,115 @@
+import re
+
+import pytest
+
+from bilingual_qa import language as lang
+from bilingual_qa.answering import expected_type, has_type
+
+QUESTIONS = [
+    "Which sister cities in Thailand will Chongqing use?",
+    "How many promotional events will Chongqing host?",
+    "重慶將與哪些國家的駐華使領館搭建溝通協調機制?",
+    "重庆将举办多少场专场推介活动?",
+    "Who is credited with the translation?",
+    "智库联盟重点围绕哪些方面开展工作?",
+]
+
+
+def _markers(text):
+    return re.findall(r"\[(P\d+)\]", text)
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_every_marker_is_a_citation_and_quotes_come_from_it(fake_assistant, question):
+    answer = fake_assistant.ask(question)
+    assert answer.answered
+    cited = {c.paragraph_id: c for c in answer.citations}
+    assert set(_markers(answer.text)) == set(cited)
+    for c in answer.citations:
+        paragraph = fake_assistant.document.paragraph(c.paragraph_id)
+        assert c.text == paragraph.text and c.twin_id == paragraph.twin_id
+        for start, end in c.spans:
+            quoted = lang.to_script(paragraph.text[start:end], answer.language)
+            assert quoted in answer.text
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_answers_come_back_in_the_question_script(fake_assistant, question):
+    answer = fake_assistant.ask(question)
+    assert answer.language == lang.question_language(question)
+    han = "".join(ch for ch in answer.text if lang.is_cjk(ch))
+    if answer.language == lang.HANS:
+        assert han == lang.to_script(han, lang.HANS)
+    elif answer.language == lang.HANT:
+        assert han == lang.to_script(han, lang.HANT)
+
+
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("What is the boiling point of mercury?", "en"),
+        ("長江有多長?", "zh-Hant"),
+        ("怎么申请中国签证?", "zh-Hans"),
+    ],
+)
+def test_refuses_in_the_question_language(fake_assistant, question, language):
+    answer = fake_assistant.ask(question)
+    assert not answer.answered
+    assert answer.citations == ()
+    assert answer.language == language
+    assert not _markers(answer.text)
+    assert (lang.question_language(answer.text) == "en") == (language == "en")
+
+
+def test_fact_only_in_the_other_language_says_so(tmp_path, settings, fake_embedder):
+    from bilingual_qa import Assistant
+
+    doc = tmp_path / "forum.txt"
+    doc.write_text(
+        "The forum was held in Chongqing in 2023. It gathered officials from ten countries.\n"
+        "論壇於2023年在重慶舉行。來自十個國家的官員出席。\n"
+        "Translation/Li Ming and Wang Fang\n",
+        encoding="utf-8",
+    )
+    bot = Assistant(document=doc, settings=settings, embedder=fake_embedder)
+    assert [p.twin_id for p in bot.paragraphs] == ["P2", "P1", None]
+    answer = bot.ask("Li Ming和誰一起做了翻譯?")
+    assert answer.answered
+    assert "Wang Fang" in answer.text and "[P3]" in answer.text
+    assert answer.evidence_language == "en" and answer.language == "zh-Hant"
+    assert "英文版本" in answer.text
+
+
+def test_answer_quotes_sentences_not_whole_paragraphs(fake_assistant):
+    answer = fake_assistant.ask("How many promotional events will Chongqing host?")
+    (citation,) = answer.citations[:1]
+    assert "more than ten promotional events" in answer.text
+    assert len(answer.text) < len(citation.text)
+
+
+def test_json_keeps_chinese_readable(fake_assistant):
+    text = fake_assistant.ask("重庆将举办多少场专场推介活动?").to_json()
+    assert "\\u" not in text and "推介" in text
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("How many events?", "quantity"),
+        ("重庆将建设多少个海外仓?", "quantity"),
+        ("On what exact date will the forum be held?", "date"),
+        ("论坛将在哪一天举行?", "date"),
+        ("Who translated it?", None),
+    ],
+)
+def test_expected_answer_type(question, kind):
+    assert expected_type(question) == kind
+
+
+def test_has_type():
+    assert has_type("more than ten promotional events", "quantity")
+    assert has_type("舉辦10場以上專場推介活動", "quantity")
+    assert has_type("On October 10, a press conference was held", "date")
+    assert has_type("在10月10日舉行", "date")
+    assert not has_type("in the 2023 forum", "date")
+    assert not has_type("a mechanism of communication", "quantity")

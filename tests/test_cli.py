@@ -1,0 +1,93 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bilingual_qa.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_is_fast_and_light():
+    heavy = "('torch', 'numpy', 'llama_index', 'sentence_transformers', 'gradio')"
+    code = (
+        "import sys; from bilingual_qa.cli import _parser; _parser(); "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "app")},
+    )
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ask", "hello", "--document", "/nonexistent/doc.txt"], "document not found"),
+        (["index", "/"], "is a directory"),
+        (["ask", "hi", "--threads", "0"], "threads must be at least 1"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(capsys, args, message):
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_binary_document_is_rejected(tmp_path, capsys):
+    doc = tmp_path / "x.md"
+    doc.write_bytes(b"\x00\xff\xfe")
+    assert main(["index", str(doc)]) != 0
+    assert "binary" in capsys.readouterr().err
+
+
+# --- integration: the real CLI in a subprocess --------------------------------------------------
+
+
+def _run(args, tmp_path, stdin=None):
+    env = {**os.environ, "BILINGUAL_QA_INDEX_DIR": str(tmp_path / "index"), "PYTHONPATH": str(ROOT / "app")}
+    return subprocess.run(
+        [sys.executable, "-m", "bilingual_qa.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.mark.integration
+def test_ask_json_is_the_answer_with_readable_chinese(tmp_path):
+    out = _run(["ask", "重庆将举办多少场专场推介活动?", "--json"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["language"] == "zh-Hans" and answer["answered"] is True
+    assert "\\u" not in out.stdout
+    assert {"text", "citations", "language", "answered"} <= set(answer)
+
+
+@pytest.mark.integration
+def test_stdin_questions_one_process_and_bad_lines_lose_nothing(tmp_path):
+    stdin = "Who translated the article?\n" + "x" * 2500 + "\n重慶的國際友城有哪些?\n"
+    out = _run(["ask", "--json"], tmp_path, stdin=stdin)
+    answers = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert [a["language"] for a in answers] == ["en", "zh-Hant"]
+    assert out.returncode != 0 and "too long" in out.stderr
+
+
+@pytest.mark.integration
+def test_index_prints_stats(tmp_path):
+    out = _run(["index", "--json"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["paragraphs"] == 17 and stats["pairs"] == 8 and stats["unpaired"] == ["P15"]

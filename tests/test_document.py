@@ -1,0 +1,108 @@
+from pathlib import Path
+
+import pytest
+
+from bilingual_qa.document import parse_document, read_document, split_paragraphs, split_sentences
+from bilingual_qa.errors import DocumentError
+
+
+def test_default_document_paragraph_ids_and_languages():
+    doc = read_document()
+    assert [p.id for p in doc.paragraphs] == [f"P{i}" for i in range(1, 18)]
+    languages = {p.id: p.language for p in doc.paragraphs}
+    english = {"P1", "P2", "P3", "P7", "P9", "P11", "P13", "P14", "P15"}
+    assert {k for k, v in languages.items() if v == "en"} == english
+    assert {v for k, v in languages.items() if k not in english} == {"zh-Hant"}
+
+
+def test_sentence_spans_slice_the_paragraph_exactly():
+    for p in read_document().paragraphs:
+        assert p.sentences
+        for s in p.sentences:
+            assert p.text[s.start : s.end] == s.text
+        assert [s.start for s in p.sentences] == sorted(s.start for s in p.sentences)
+
+
+def test_sentences_that_run_together_are_split():
+    text = "It is the Trade Corridor.These events helped.As a result,the ILSTC grew."
+    assert [s.text for s in split_sentences(text)] == [
+        "It is the Trade Corridor.",
+        "These events helped.",
+        "As a result,the ILSTC grew.",
+    ]
+
+
+def test_abbreviations_initials_and_decimals_do_not_split():
+    text = "Mr. Zhang met the U.S. envoy. Growth was 3.5 percent this year."
+    assert [s.text for s in split_sentences(text)] == [
+        "Mr. Zhang met the U.S. envoy.",
+        "Growth was 3.5 percent this year.",
+    ]
+
+
+def test_chinese_sentences_split_on_full_stop_and_keep_ascii_commas():
+    text = "用好新加坡、緬甸等資源,搭建溝通協調機制。用好越南胡志明市,泰國曼谷市等資源。"
+    assert [s.text for s in split_sentences(text)] == [
+        "用好新加坡、緬甸等資源,搭建溝通協調機制。",
+        "用好越南胡志明市,泰國曼谷市等資源。",
+    ]
+
+
+def test_blank_line_paragraphs_join_wrapped_lines_and_markdown_blocks():
+    text = "# Title\n\nFirst line\nwrapped here.\n\n第一行\n接著寫。\n- item one\n- item two\n"
+    assert split_paragraphs(text) == [
+        "Title",
+        "First line wrapped here.",
+        "第一行接著寫。",
+        "item one",
+        "item two",
+    ]
+
+
+def test_one_paragraph_per_line_without_blank_lines():
+    assert split_paragraphs("one\ntwo\r\nthree") == ["one", "two", "three"]
+
+
+def test_language_detection_is_deterministic():
+    data = (
+        "Ceci est un paragraphe écrit en français pour vérifier la détection.\nHello there, world.".encode()
+    )
+    first = [p.language for p in parse_document(data).paragraphs]
+    assert first == [p.language for p in parse_document(data).paragraphs]
+    assert first == ["fr", "en"]
+
+
+def test_simplified_document_is_labelled_simplified():
+    doc = parse_document("重庆将与东盟国家加强合作。\nChongqing will cooperate with ASEAN.".encode())
+    assert [p.language for p in doc.paragraphs] == ["zh-Hans", "en"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "contains no text"),
+        (b"   \n\n \t\n", "contains no text"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
+        ("重慶".encode("big5"), "not valid UTF-8"),
+    ],
+)
+def test_bad_documents_raise_document_error(tmp_path: Path, content: bytes, message: str):
+    path = tmp_path / "doc.txt"
+    path.write_bytes(content)
+    with pytest.raises(DocumentError, match=message):
+        read_document(path)
+
+
+def test_missing_document_and_directory(tmp_path: Path):
+    with pytest.raises(DocumentError, match="not found"):
+        read_document(tmp_path / "nope.txt")
+    with pytest.raises(DocumentError, match="directory"):
+        read_document(tmp_path)
+
+
+def test_sha256_identifies_the_bytes(tmp_path: Path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("Hello.\n你好。", encoding="utf-8")
+    b.write_text("Hello!\n你好。", encoding="utf-8")
+    assert read_document(a).sha256 != read_document(b).sha256
+    assert read_document(a).sha256 == parse_document(a.read_bytes()).sha256

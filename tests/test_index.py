@@ -1,0 +1,100 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bilingual_qa.document import read_document
+from bilingual_qa.errors import IndexStoreError
+from bilingual_qa.index import (
+    FAISS_FILE,
+    MANIFEST,
+    VECTORS,
+    build_index,
+    index_folder,
+    load_index,
+    open_index,
+    save_index,
+)
+
+
+def _hits(index, embedder, question="sister cities in Thailand"):
+    return index.dense_search(embedder.embed_queries([question])[0], 5)
+
+
+def test_build_save_load_gives_same_hits(settings, fake_embedder):
+    doc = read_document()
+    built = build_index(doc, fake_embedder)
+    folder = index_folder(settings, doc, fake_embedder.model_id)
+    save_index(built, folder)
+    loaded = load_index(folder, doc, fake_embedder.model_id)
+    for q in ["sister cities in Thailand", "翻譯", "重庆的国际友城"]:
+        assert _hits(built, fake_embedder, q) == _hits(loaded, fake_embedder, q)
+    assert [p.twin_id for p in loaded.document.paragraphs] == [p.twin_id for p in built.document.paragraphs]
+    np.testing.assert_array_equal(built.sentence_vectors, loaded.sentence_vectors)
+
+
+def test_open_index_reuses_a_valid_index(settings, fake_embedder):
+    doc = read_document()
+    first = open_index(doc, fake_embedder, settings)
+    calls = fake_embedder.calls
+    second = open_index(doc, fake_embedder, settings)
+    assert fake_embedder.calls == calls, "a valid index must not be re-embedded"
+    assert second.path == first.path
+
+
+def _corrupt(folder: Path, how: str) -> None:
+    if how == "truncated-vectors":
+        data = (folder / VECTORS).read_bytes()
+        (folder / VECTORS).write_bytes(data[: len(data) // 2])
+    elif how == "missing-faiss":
+        (folder / FAISS_FILE).unlink()
+    elif how == "garbage-manifest":
+        (folder / MANIFEST).write_text("{not json")
+    elif how == "other-document":
+        m = json.loads((folder / MANIFEST).read_text())
+        m["document_sha256"] = "0" * 64
+        (folder / MANIFEST).write_text(json.dumps(m))
+    elif how == "garbage-everywhere":
+        for f in folder.iterdir():
+            f.write_bytes(os.urandom(64))
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated-vectors", "missing-faiss", "garbage-manifest", "other-document", "garbage-everywhere"]
+)
+def test_broken_index_is_detected_and_rebuilt(settings, fake_embedder, how):
+    doc = read_document()
+    folder = open_index(doc, fake_embedder, settings).path
+    _corrupt(folder, how)
+    with pytest.raises(IndexStoreError):
+        load_index(folder, doc, fake_embedder.model_id)
+    rebuilt = open_index(doc, fake_embedder, settings)
+    assert rebuilt.path == folder
+    load_index(folder, doc, fake_embedder.model_id)  # valid again
+
+
+def test_writes_leave_no_temporary_folders(settings, fake_embedder):
+    doc = read_document()
+    folder = open_index(doc, fake_embedder, settings).path
+    _corrupt(folder, "missing-faiss")
+    open_index(doc, fake_embedder, settings)
+    assert list(settings.index_dir.iterdir()) == [folder]
+
+
+def test_unwritable_index_dir_keeps_the_index_in_memory(tmp_path, fake_embedder):
+    from bilingual_qa.config import Settings
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    settings = Settings(index_dir=blocker / "index", cache_dir=tmp_path / "cache")
+    index = open_index(read_document(), fake_embedder, settings)
+    assert index.path is None
+    assert _hits(index, fake_embedder)
+
+
+def test_stats_report_pairs_and_unpaired(settings, fake_embedder):
+    stats = open_index(read_document(), fake_embedder, settings).stats()
+    assert stats["paragraphs"] == 17
+    assert stats["sentences"] == sum(len(p.sentences) for p in read_document().paragraphs)

@@ -1,0 +1,56 @@
+import pytest
+
+from bilingual_qa import language as lang
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("What mechanism will Chongqing set up?", "en"),
+        ("重慶將與哪些使領館建立機制？", "zh-Hant"),
+        ("重庆将与哪些使领馆建立机制？", "zh-Hans"),
+        ("RCEP是什么?", "zh-Hans"),
+        ("What is 華龍網?", "en"),
+        ("Who translated it? 誰", "en"),
+    ],
+)
+def test_question_language(text, expected):
+    assert lang.question_language(text) == expected
+
+
+def test_script_defaults_when_characters_are_shared():
+    assert lang.chinese_script("中国", default=lang.HANT) in (lang.HANS, lang.HANT)
+    assert lang.chinese_script("合作", default=lang.HANS) == lang.HANS
+    assert lang.chinese_script("合作", default=lang.HANT) == lang.HANT
+
+
+def test_conversion_round_trip_keeps_other_characters():
+    text = "重慶 RCEP 2023 陸海新通道。"
+    simplified = lang.to_script(text, lang.HANS)
+    assert simplified == "重庆 RCEP 2023 陆海新通道。"
+    assert lang.to_script(simplified, lang.HANT) == text
+    assert lang.to_script(text, lang.EN) == text
+
+
+def test_lexical_tokens_match_across_scripts():
+    assert lang.lexical_tokens("重慶陸海新通道") == lang.lexical_tokens("重庆陆海新通道")
+
+
+def test_english_tokens_are_stemmed():
+    assert lang.lexical_tokens("missions mission") == ["mission", "mission"]
+
+
+def test_key_terms_drop_question_words():
+    assert "what" not in lang.key_terms("What will Chongqing do?")
+    terms = lang.key_terms("重庆有哪些国际友城？")
+    assert "哪些" not in terms and "友城" in terms
+
+
+def test_anchors_are_numbers_and_acronyms():
+    assert lang.anchors("RCEP and LMC in 2023, 10場以上") == {"RCEP", "LMC", "2023", "10"}
+
+
+def test_detect_language_short_latin_is_english_and_short_han_is_chinese():
+    assert lang.detect_language("Source/CQNEWS") == "en"
+    assert lang.detect_language("文/華龍網") == "zh-Hant"
+    assert lang.detect_language("123 456") == "und"

@@ -1,0 +1,42 @@
+from bilingual_qa.document import read_document
+from bilingual_qa.index import build_index
+from bilingual_qa.retrieval import Retriever
+
+
+def _retriever(fake_embedder):
+    return Retriever(build_index(read_document(), fake_embedder))
+
+
+def test_every_paragraph_is_in_exactly_one_unit_with_its_twin(fake_embedder):
+    r = _retriever(fake_embedder)
+    paragraphs = r.index.document.paragraphs
+    seen = [i for unit in r.units for i in unit]
+    assert sorted(seen) == list(range(len(paragraphs)))
+    for unit in r.units:
+        if len(unit) == 2:
+            a, b = (paragraphs[i] for i in unit)
+            assert a.twin_id == b.id and b.twin_id == a.id
+
+
+def test_hits_bring_their_twin_and_are_ranked(fake_embedder):
+    r = _retriever(fake_embedder)
+    q = "Which sister cities in Thailand and Cambodia?"
+    hits = r.search(q, fake_embedder.embed_queries([q])[0], 4)
+    assert len(hits) == 4
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    ids = {r.index.document.paragraphs[i].id for i in hits[0].members}
+    assert ids == {"P9", "P10"} or "P9" in ids
+
+
+def test_simplified_query_matches_traditional_text_lexically(fake_embedder):
+    r = _retriever(fake_embedder)
+    simplified = r.lexical_scores("胡志明市 国际友城")
+    traditional = r.lexical_scores("胡志明市 國際友城")
+    assert (simplified == traditional).all()
+    best = int(simplified.argmax())
+    assert r.index.document.paragraphs[best].id == "P10"
+
+
+def test_question_with_no_known_tokens_scores_zero(fake_embedder):
+    r = _retriever(fake_embedder)
+    assert not r.lexical_scores("xyzzy plugh").any()
