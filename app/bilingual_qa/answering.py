@@ -80,6 +80,7 @@ class Answer:
     answered: bool
     citations: tuple[Citation, ...]
     backend: str = "extractive"
+    standalone_question: str | None = None
     evidence_language: str | None = None
     signals: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0

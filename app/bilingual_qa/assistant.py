@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 from . import language as lang
 from .answering import Answer, ExtractiveAnswerer
+from .chat import as_turns, condense
 from .config import Settings
 from .document import Document, Paragraph, read_document
 from .embedding import Embedder, load_embedder
@@ -60,12 +63,15 @@ class Assistant:
         """The document's paragraphs P1..Pn, with language and twin ids."""
         return list(self.index.document.paragraphs)
 
-    def ask(self, question: str) -> Answer:
+    def ask(self, question: str, history: Iterable[object] | None = None) -> Answer:
         """Answer one question from the document.
 
         Args:
             question: English or Chinese (Traditional or Simplified), at most
                 ``settings.max_question_chars`` characters.
+            history: earlier turns of the conversation, oldest first, as
+                :class:`~bilingual_qa.chat.Turn` objects or (question, answer)
+                pairs; a follow-up is condensed into a standalone question.
 
         Returns:
             An :class:`Answer` in the question's language and script, citing
@@ -78,10 +84,17 @@ class Assistant:
         """
         started = time.perf_counter()
         question = self.validate(question)
+        turns = as_turns(history)
+        standalone = condense(question, turns)
         language = lang.question_language(question, self._default_script)
-        vector = self.embedder.embed_queries([question])[0]
-        answer = self._answerer.answer(question, language, vector)
-        return _with_seconds(answer, time.perf_counter() - started)
+        vector = self.embedder.embed_queries([standalone])[0]
+        answer = self._answerer.answer(standalone, language, vector)
+        return dataclasses.replace(
+            answer,
+            question=question,
+            standalone_question=standalone if standalone != question else None,
+            seconds=round(time.perf_counter() - started, 4),
+        )
 
     def validate(self, question: object) -> str:
         """The question, stripped, or a :class:`QuestionError` saying what is wrong."""
@@ -103,9 +116,3 @@ def _dominant_script(document: Document) -> str:
     """The document's Chinese script: the default for questions that do not show theirs."""
     scripts = [p.language for p in document.paragraphs if lang.is_chinese(p.language)]
     return max(set(scripts), key=scripts.count) if scripts else lang.HANT
-
-
-def _with_seconds(answer: Answer, seconds: float) -> Answer:
-    import dataclasses
-
-    return dataclasses.replace(answer, seconds=round(seconds, 4))
