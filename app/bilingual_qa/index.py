@@ -1,7 +1,13 @@
 """Index: paragraph and sentence embeddings, twins, and a llama-index FAISS store, persisted.
 
 Everything a question needs is precomputed here, so answering costs one query
-encoding. An index lives in its own folder, named by document and model, with
+encoding. The vector store is a seam chosen by ``Settings.vector_store``: the
+default llama-index ``FaissVectorStore`` (exact inner-product search up to
+``EXACT_SEARCH_LIMIT`` paragraphs, HNSW above), or llama-index's
+``SimpleVectorStore``; any other llama-index store (Qdrant, Elasticsearch…)
+plugs in the same way through :class:`StoreSearch`. Queries against a FAISS
+store go straight to the FAISS index it persisted, so answering never waits
+for llama-index to import. An index lives in its own folder, named by document and model, with
 a manifest (format version, document sha256, model id, settings, file
 checksums). A stale, partial or corrupt folder is detected and rebuilt, never
 trusted; writes go to a temporary folder that is renamed into place.
@@ -34,9 +40,47 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npz"
 TWINS = "twins.json"
-FAISS_FILE = "paragraphs.faiss"
+STORE_FILES = {"faiss": "paragraphs.faiss", "simple": "paragraphs.simple.json"}
+#: Up to this many paragraphs, FAISS searches exactly; above, an HNSW graph keeps
+#: query cost flat (recall@10 against exact search is measured by the benchmark).
+EXACT_SEARCH_LIMIT = 200_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
 # Bump when sentence splitting or alignment changes what an index contains.
 PIPELINE_VERSION = "sentences-1/alignment-1"
+
+
+class FaissSearch:
+    """Top-k inner-product search straight on a FAISS index (the persisted FaissVectorStore)."""
+
+    def __init__(self, faiss_index: object) -> None:
+        self.faiss_index = faiss_index
+        hnsw = getattr(faiss_index, "hnsw", None)
+        if hnsw is not None:
+            hnsw.efSearch = HNSW_EF_SEARCH
+
+    def search(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(row, score) pairs, best first."""
+        scores, rows = self.faiss_index.search(query_vector.reshape(1, -1).astype(np.float32), k)  # type: ignore[attr-defined]
+        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
+
+
+class StoreSearch:
+    """Top-k search through any llama-index vector store whose node ids are paragraph ids."""
+
+    def __init__(self, store: object, paragraph_ids: list[str]) -> None:
+        self.store = store
+        self._row = {pid: i for i, pid in enumerate(paragraph_ids)}
+
+    def search(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(row, score) pairs, best first."""
+        from llama_index.core.vector_stores.types import VectorStoreQuery
+
+        result = self.store.query(  # type: ignore[attr-defined]
+            VectorStoreQuery(query_embedding=query_vector.tolist(), similarity_top_k=k)
+        )
+        return [(self._row[i], float(s)) for i, s in zip(result.ids, result.similarities, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -48,7 +92,8 @@ class Index:
     paragraph_vectors: np.ndarray
     sentence_vectors: np.ndarray
     sentence_paragraph: np.ndarray
-    vector_store: object
+    searcher: FaissSearch | StoreSearch
+    vector_store: str = "faiss"
     path: Path | None = None
     build_seconds: float = 0.0
 
@@ -60,13 +105,7 @@ class Index:
 
     def dense_search(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Top-``k`` paragraphs by inner product, as (paragraph index, score)."""
-        from llama_index.core.vector_stores.types import VectorStoreQuery
-
-        k = min(k, len(self.document.paragraphs))
-        result = self.vector_store.query(  # type: ignore[attr-defined]
-            VectorStoreQuery(query_embedding=query_vector.tolist(), similarity_top_k=k)
-        )
-        return [(int(i), float(s)) for i, s in zip(result.ids, result.similarities, strict=True)]
+        return self.searcher.search(query_vector, min(k, len(self.document.paragraphs)))
 
     def stats(self) -> dict[str, object]:
         """Numbers worth printing after a build."""
@@ -83,14 +122,15 @@ class Index:
             "pairs": sum(1 for p in doc.paragraphs if p.twin_id and p.language == "en"),
             "unpaired": [p.id for p in doc.paragraphs if p.twin_id is None],
             "model": self.model_id,
+            "vector_store": self.vector_store,
             "dimension": int(self.paragraph_vectors.shape[1]),
             "path": str(self.path) if self.path else None,
             "build_seconds": round(self.build_seconds, 3),
         }
 
 
-def build_index(document: Document, embedder: Embedder) -> Index:
-    """Embed paragraphs and sentences, align twins and fill a FAISS store (in memory).
+def build_index(document: Document, embedder: Embedder, vector_store: str = "faiss") -> Index:
+    """Embed paragraphs and sentences, align twins and fill the vector store (in memory).
 
     Raises:
         ModelError: the embedder fails.
@@ -109,20 +149,16 @@ def build_index(document: Document, embedder: Embedder) -> Index:
         paragraph_vectors=paragraph_vectors,
         sentence_vectors=sentence_vectors,
         sentence_paragraph=np.array([i for i, _ in sentences], dtype=np.int32),
-        vector_store=_faiss_store(document, paragraph_vectors),
+        searcher=_build_store(vector_store, document, paragraph_vectors),
+        vector_store=vector_store,
         build_seconds=time.perf_counter() - started,
     )
 
 
-def _faiss_store(document: Document, vectors: np.ndarray, faiss_index: object = None) -> object:
-    """A llama-index FaissVectorStore holding one node per paragraph (row i = paragraph i)."""
-    import faiss
+def _build_store(kind: str, document: Document, vectors: np.ndarray) -> FaissSearch | StoreSearch:
+    """A llama-index vector store holding one node per paragraph, wrapped for search."""
     from llama_index.core.schema import TextNode
-    from llama_index.vector_stores.faiss import FaissVectorStore
 
-    if faiss_index is not None:
-        return FaissVectorStore(faiss_index=faiss_index)
-    store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(int(vectors.shape[1])))
     nodes = [
         TextNode(
             id_=p.id,
@@ -132,14 +168,35 @@ def _faiss_store(document: Document, vectors: np.ndarray, faiss_index: object = 
         )
         for i, p in enumerate(document.paragraphs)
     ]
+    if kind == "faiss":
+        from llama_index.vector_stores.faiss import FaissVectorStore
+
+        store = FaissVectorStore(faiss_index=make_faiss_index(int(vectors.shape[1]), len(nodes)))
+        store.add(nodes)
+        return FaissSearch(store.client)
+    from llama_index.core.vector_stores import SimpleVectorStore
+
+    store = SimpleVectorStore()
     store.add(nodes)
-    return store
+    return StoreSearch(store, [p.id for p in document.paragraphs])
+
+
+def make_faiss_index(dimension: int, size: int) -> object:
+    """An empty FAISS inner-product index suited to ``size`` vectors: exact, or HNSW when large."""
+    import faiss
+
+    if size <= EXACT_SEARCH_LIMIT:
+        return faiss.IndexFlatIP(dimension)
+    index = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
 
 
 def index_folder(settings: Settings, document: Document, model_id: str) -> Path:
     """Where the index of ``document`` under ``model_id`` lives."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(document.name).stem).strip("-")[:40] or "document"
-    model_hash = hashlib.sha256(model_id.encode()).hexdigest()[:8]
+    model_hash = hashlib.sha256(f"{model_id}|{settings.vector_store}".encode()).hexdigest()[:8]
     return settings.index_dir / f"{stem}-{document.sha256[:12]}-{model_hash}"
 
 
@@ -155,10 +212,10 @@ def open_index(document: Document, embedder: Embedder, settings: Settings) -> In
     folder = index_folder(settings, document, embedder.model_id)
     if folder.exists():
         try:
-            return load_index(folder, document, embedder.model_id)
+            return load_index(folder, document, embedder.model_id, settings.vector_store)
         except IndexStoreError as exc:
             log.warning("rebuilding index: %s", exc)
-    index = build_index(document, embedder)
+    index = build_index(document, embedder, settings.vector_store)
     try:
         return save_index(index, folder)
     except IndexStoreError as exc:
@@ -172,8 +229,6 @@ def save_index(index: Index, folder: Path) -> Index:
     Raises:
         IndexStoreError: the folder cannot be written.
     """
-    import faiss
-
     parent = folder.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -189,17 +244,19 @@ def save_index(index: Index, folder: Path) -> Index:
         )
         twins = {p.id: p.twin_id for p in index.document.paragraphs if p.twin_id}
         (tmp / TWINS).write_text(json.dumps(twins, indent=1), encoding="utf-8")
-        faiss.write_index(index.vector_store.client, str(tmp / FAISS_FILE))  # type: ignore[attr-defined]
+        store_file = STORE_FILES[index.vector_store]
+        _persist_store(index.searcher, tmp / store_file)
         manifest = {
             "format_version": FORMAT_VERSION,
             "pipeline": PIPELINE_VERSION,
             "document": index.document.name,
             "document_sha256": index.document.sha256,
             "model_id": index.model_id,
+            "vector_store": index.vector_store,
             "dimension": int(index.paragraph_vectors.shape[1]),
             "paragraphs": len(index.document.paragraphs),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "files": {name: _sha256(tmp / name) for name in (VECTORS, TWINS, FAISS_FILE)},
+            "files": {name: _sha256(tmp / name) for name in (VECTORS, TWINS, store_file)},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _replace_dir(tmp, folder)
@@ -207,6 +264,16 @@ def save_index(index: Index, folder: Path) -> Index:
         shutil.rmtree(tmp, ignore_errors=True)
         raise IndexStoreError(f"cannot write index {folder}: {exc.strerror or exc}") from None
     return Index(**{**index.__dict__, "path": folder})
+
+
+def _persist_store(searcher: FaissSearch | StoreSearch, path: Path) -> None:
+    """Write the vector store: FAISS's own format, or the llama-index store's persist()."""
+    if isinstance(searcher, FaissSearch):
+        import faiss
+
+        faiss.write_index(searcher.faiss_index, str(path))
+    else:
+        searcher.store.persist(persist_path=str(path))  # type: ignore[attr-defined]
 
 
 def _replace_dir(tmp: Path, folder: Path) -> None:
@@ -224,14 +291,12 @@ def _replace_dir(tmp: Path, folder: Path) -> None:
             raise
 
 
-def load_index(folder: Path, document: Document, model_id: str) -> Index:
+def load_index(folder: Path, document: Document, model_id: str, vector_store: str = "faiss") -> Index:
     """Load and verify an index folder.
 
     Raises:
-        IndexStoreError: missing files, bad checksums, another document, model or format.
+        IndexStoreError: missing files, bad checksums, another document, model, store or format.
     """
-    import faiss
-
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -243,13 +308,15 @@ def load_index(folder: Path, document: Document, model_id: str) -> Index:
         "pipeline": PIPELINE_VERSION,
         "document_sha256": document.sha256,
         "model_id": model_id,
+        "vector_store": vector_store,
         "paragraphs": len(document.paragraphs),
     }
     for key, value in expected.items():
         if manifest.get(key) != value:
             raise IndexStoreError(f"stale index {folder}: {key} is {manifest.get(key)!r}, need {value!r}")
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != {VECTORS, TWINS, FAISS_FILE}:
+    store_file = STORE_FILES[vector_store]
+    if not isinstance(files, dict) or set(files) != {VECTORS, TWINS, store_file}:
         raise IndexStoreError(f"manifest of {folder} lists no files")
     try:
         for name, digest in files.items():
@@ -260,7 +327,7 @@ def load_index(folder: Path, document: Document, model_id: str) -> Index:
             sentence_vectors = data["sentence_vectors"]
             sentence_paragraph = data["sentence_paragraph"]
         twins = json.loads((folder / TWINS).read_text(encoding="utf-8"))
-        faiss_index = faiss.read_index(str(folder / FAISS_FILE))
+        searcher = _load_store(vector_store, folder / store_file, document)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise IndexStoreError(f"corrupt index {folder}: {exc}") from None
     n_sentences = sum(len(p.sentences) for p in document.paragraphs)
@@ -268,7 +335,7 @@ def load_index(folder: Path, document: Document, model_id: str) -> Index:
         paragraph_vectors.shape != (len(document.paragraphs), manifest.get("dimension"))
         or len(sentence_vectors) != n_sentences
         or len(sentence_paragraph) != n_sentences
-        or faiss_index.ntotal != len(document.paragraphs)
+        or _store_size(searcher) != len(document.paragraphs)
     ):
         raise IndexStoreError(f"corrupt index {folder}: shapes do not match the document")
     document = document.with_twins(twins)
@@ -278,9 +345,29 @@ def load_index(folder: Path, document: Document, model_id: str) -> Index:
         paragraph_vectors=paragraph_vectors,
         sentence_vectors=sentence_vectors,
         sentence_paragraph=sentence_paragraph,
-        vector_store=_faiss_store(document, paragraph_vectors, faiss_index),
+        searcher=searcher,
+        vector_store=vector_store,
         path=folder,
     )
+
+
+def _load_store(kind: str, path: Path, document: Document) -> FaissSearch | StoreSearch:
+    """Read a persisted vector store (FAISS without importing llama-index)."""
+    if kind == "faiss":
+        import faiss
+
+        return FaissSearch(faiss.read_index(str(path)))
+    from llama_index.core.vector_stores import SimpleVectorStore
+
+    store = SimpleVectorStore.from_persist_path(str(path))
+    return StoreSearch(store, [p.id for p in document.paragraphs])
+
+
+def _store_size(searcher: FaissSearch | StoreSearch) -> int:
+    """How many vectors a store holds."""
+    if isinstance(searcher, FaissSearch):
+        return int(searcher.faiss_index.ntotal)  # type: ignore[attr-defined]
+    return len(searcher.store.data.embedding_dict)  # type: ignore[attr-defined]
 
 
 def _sha256(path: Path) -> str:
