@@ -13,12 +13,20 @@ from .answering import Answer, ExtractiveAnswerer
 from .chat import as_turns, condense
 from .config import Settings
 from .document import Document, Paragraph, read_document
-from .embedding import Embedder, load_embedder
+from .embedding import Embedder, load_embedder, model_id_for
 from .errors import QuestionError
-from .index import Index, open_index
+from .index import Index, known_languages, open_index
 from .retrieval import Retriever
 
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+@dataclasses.dataclass(frozen=True)
+class Retrieved:
+    """A paragraph pair that retrieval ranked for a question: its ids (paragraph, twin) and fused score."""
+
+    paragraph_ids: tuple[str, ...]
+    score: float
 
 
 class Assistant:
@@ -44,7 +52,12 @@ class Assistant:
         if document is not None:
             settings = settings.replace(document=document)
         self.settings = settings
-        parsed = read_document(settings.document, seed=settings.langdetect_seed)
+        model_id = embedder.model_id if embedder is not None else model_id_for(settings)
+        parsed = read_document(
+            settings.document,
+            seed=settings.langdetect_seed,
+            known_languages=known_languages(settings, model_id),
+        )
         self.embedder = embedder or load_embedder(settings)
         self.index: Index = open_index(parsed, self.embedder, settings)
         self._retriever = Retriever(self.index)
@@ -95,6 +108,31 @@ class Assistant:
             standalone_question=standalone if standalone != question else None,
             seconds=round(time.perf_counter() - started, 4),
         )
+
+    def retrieve(
+        self, question: str, history: Iterable[object] | None = None, k: int | None = None
+    ) -> tuple[Retrieved, ...]:
+        """The paragraph pairs retrieval ranks for a question, best first, without composing an answer.
+
+        The same retrieval :meth:`ask` uses (follow-ups condensed the same way); for evaluation.
+
+        Args:
+            question: as for :meth:`ask`.
+            history: as for :meth:`ask`.
+            k: how many pairs to return; defaults to ``settings.top_k``.
+
+        Returns:
+            Up to ``k`` :class:`Retrieved` pairs, best first.
+
+        Raises:
+            QuestionError: the question is invalid.
+            ModelError: the question could not be embedded.
+        """
+        standalone = condense(self.validate(question), as_turns(history))
+        vector = self.embedder.embed_queries([standalone])[0]
+        hits = self._retriever.search(standalone, vector, max(1, k or self.settings.top_k))
+        paragraphs = self.index.document.paragraphs
+        return tuple(Retrieved(tuple(paragraphs[m].id for m in h.members), h.score) for h in hits)
 
     def validate(self, question: object) -> str:
         """The question, stripped, or a :class:`QuestionError` saying what is wrong."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -103,12 +104,19 @@ _ABBREVIATIONS = frozenset(
 _MARKDOWN_PREFIX = re.compile(r"^\s{0,3}(?:#{1,6}\s+|>\s?|[-*+]\s+|\d{1,3}[.)]\s+)")
 
 
-def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
+def read_document(
+    path: str | Path | None = None,
+    seed: int = 0,
+    known_languages: Callable[[str, str], Sequence[str] | None] | None = None,
+) -> Document:
     """Read and split a document; ``None`` reads the embedded default document.
 
     Args:
         path: a UTF-8 ``.txt`` or ``.md`` file, or None for the default document.
         seed: langdetect seed, for deterministic language labels.
+        known_languages: given (file name, sha256), the paragraph languages
+            recorded when this exact document was indexed, or None; saves
+            loading langdetect's profiles on every start.
 
     Returns:
         The parsed :class:`Document` (twins not yet aligned).
@@ -131,11 +139,16 @@ def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
         data = file.read_bytes()
     except OSError as exc:
         raise DocumentError(f"cannot read document {file}: {exc.strerror or exc}") from None
-    return parse_document(data, name=file.name, seed=seed)
+    languages = known_languages(file.name, hashlib.sha256(data).hexdigest()) if known_languages else None
+    return parse_document(data, name=file.name, seed=seed, languages=languages)
 
 
-def parse_document(data: bytes, name: str = "document", seed: int = 0) -> Document:
+def parse_document(
+    data: bytes, name: str = "document", seed: int = 0, languages: Sequence[str] | None = None
+) -> Document:
     """Parse document bytes (UTF-8 text or Markdown) into a :class:`Document`.
+
+    ``languages``, when it has one label per paragraph, is used instead of detection.
 
     Raises:
         DocumentError: the bytes are binary, not UTF-8, or contain no text.
@@ -151,15 +164,12 @@ def parse_document(data: bytes, name: str = "document", seed: int = 0) -> Docume
     blocks = split_paragraphs(text)
     if not blocks:
         raise DocumentError(f"{name} contains no text")
-    default_script = _document_script(blocks)
+    if languages is None or len(languages) != len(blocks):
+        default_script = _document_script(blocks)
+        languages = [lang.detect_language(b, seed=seed, default_script=default_script) for b in blocks]
     paragraphs = tuple(
-        Paragraph(
-            id=f"P{i}",
-            language=lang.detect_language(block, seed=seed, default_script=default_script),
-            text=block,
-            sentences=tuple(split_sentences(block)),
-        )
-        for i, block in enumerate(blocks, start=1)
+        Paragraph(id=f"P{i}", language=language, text=block, sentences=tuple(split_sentences(block)))
+        for i, (block, language) in enumerate(zip(blocks, languages, strict=True), start=1)
     )
     return Document(name=name, sha256=hashlib.sha256(data).hexdigest(), paragraphs=paragraphs)
 

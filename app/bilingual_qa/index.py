@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from .errors import IndexStoreError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npz"
 TWINS = "twins.json"
@@ -195,9 +196,33 @@ def make_faiss_index(dimension: int, size: int) -> object:
 
 def index_folder(settings: Settings, document: Document, model_id: str) -> Path:
     """Where the index of ``document`` under ``model_id`` lives."""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(document.name).stem).strip("-")[:40] or "document"
+    return _folder(settings, document.name, document.sha256, model_id)
+
+
+def _folder(settings: Settings, name: str, sha256: str, model_id: str) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-")[:40] or "document"
     model_hash = hashlib.sha256(f"{model_id}|{settings.vector_store}".encode()).hexdigest()[:8]
-    return settings.index_dir / f"{stem}-{document.sha256[:12]}-{model_hash}"
+    return settings.index_dir / f"{stem}-{sha256[:12]}-{model_hash}"
+
+
+def known_languages(settings: Settings, model_id: str) -> Callable[[str, str], list[str] | None]:
+    """A lookup of the paragraph languages recorded in an existing index's manifest.
+
+    Detecting languages loads langdetect's profiles (about a second); a
+    document that was indexed before needs none of that. Only a hint: the
+    index itself is still verified when it is loaded.
+    """
+
+    def lookup(name: str, sha256: str) -> list[str] | None:
+        try:
+            manifest = json.loads((_folder(settings, name, sha256, model_id) / MANIFEST).read_text("utf-8"))
+            languages = manifest["languages"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        ok = isinstance(languages, list) and all(isinstance(x, str) for x in languages)
+        return languages if ok else None
+
+    return lookup
 
 
 def open_index(document: Document, embedder: Embedder, settings: Settings) -> Index:
@@ -255,6 +280,7 @@ def save_index(index: Index, folder: Path) -> Index:
             "vector_store": index.vector_store,
             "dimension": int(index.paragraph_vectors.shape[1]),
             "paragraphs": len(index.document.paragraphs),
+            "languages": [p.language for p in index.document.paragraphs],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {name: _sha256(tmp / name) for name in (VECTORS, TWINS, store_file)},
         }
@@ -310,6 +336,7 @@ def load_index(folder: Path, document: Document, model_id: str, vector_store: st
         "model_id": model_id,
         "vector_store": vector_store,
         "paragraphs": len(document.paragraphs),
+        "languages": [p.language for p in document.paragraphs],
     }
     for key, value in expected.items():
         if manifest.get(key) != value:

@@ -7,6 +7,7 @@ other too. Dense and lexical rankings of units are fused by reciprocal rank.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,8 @@ class Retriever:
     def __init__(self, index: Index) -> None:
         import bm25s
 
+        # bm25s logs every index build at DEBUG on its own handler.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.index = index
         paragraphs = index.document.paragraphs
         position = {p.id: i for i, p in enumerate(paragraphs)}
