@@ -40,6 +40,8 @@ def test_bad_document_fails_before_loading_a_model(tmp_path, settings):
     (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02")
 
     class Exploding:
+        model_id = "never-used"
+
         def __getattr__(self, name):
             raise AssertionError("the model must not be touched")
 
