@@ -113,3 +113,30 @@ def test_has_type():
     assert has_type("在10月10日舉行", "date")
     assert not has_type("in the 2023 forum", "date")
     assert not has_type("a mechanism of communication", "quantity")
+
+
+def test_long_chinese_sentences_are_cut_to_their_answering_clauses():
+    from bilingual_qa.answering import _quote_span
+    from bilingual_qa.document import read_document
+
+    p5 = read_document().paragraph("P5")
+    (sentence,) = p5.sentences
+    terms = {t: 1.0 for t in lang.key_terms("重慶市政府外辦今年舉辦了哪些重要外事活動?")}
+    start, end = _quote_span(p5, sentence, terms)
+    quote = p5.text[start:end]
+    assert sentence.start <= start < end <= sentence.end
+    assert quote.startswith("今年以來") and quote.endswith("重要外事活動")
+    assert len(quote) < len(sentence.text) / 2
+    found_in_sentence = {t for t in terms if t in lang.lexical_tokens(sentence.text)}
+    assert found_in_sentence <= set(lang.lexical_tokens(quote))
+
+
+def test_english_and_short_sentences_are_quoted_whole():
+    from bilingual_qa.answering import _quote_span
+    from bilingual_qa.document import read_document
+
+    doc = read_document()
+    for pid in ("P9", "P17"):
+        p = doc.paragraph(pid)
+        for s in p.sentences:
+            assert _quote_span(p, s, {"mechan": 1.0, "文": 1.0}) == (s.start, s.end)

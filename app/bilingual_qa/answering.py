@@ -39,6 +39,8 @@ RANK_PENALTY = 0.5
 SECOND_SENTENCE_GAP = 1.0
 OTHER_LANGUAGE_MARGIN = 0.3
 UNITS_CONSIDERED = 3
+# Chinese sentences longer than this (characters) are cut to their answering clauses.
+LONG_SENTENCE = 80
 
 # Expected answer types: a "how many" question is answered by a sentence with a
 # quantity, a "what date" question by one with a calendar date.
@@ -251,9 +253,14 @@ class ExtractiveAnswerer:
         """Quote the chosen sentences in document order per paragraph, with markers and note."""
         ordered = sorted(chosen, key=lambda c: (c.rank, c.paragraph.index, c.sentence.start))
         chinese_answer = lang.is_chinese(language)
+        terms = self._weighted_terms(question)
+        spans = {id(c): _quote_span(c.paragraph, c.sentence, terms) for c in chosen}
         pieces = []
         for c in ordered:
-            text = c.sentence.text
+            start, end = spans[id(c)]
+            text = c.paragraph.text[start:end]
+            if end < c.sentence.end:
+                text += "…"  # the quote stops mid-sentence: say so
             if lang.is_chinese(c.paragraph.language):
                 text = lang.to_script(text, language)
             pieces.append(f"{text} [{c.paragraph.id}]")
@@ -266,14 +273,14 @@ class ExtractiveAnswerer:
         citations: dict[str, Citation] = {}
         for c in sorted(chosen, key=lambda c: -c.score):
             old = citations.get(c.paragraph.id)
-            spans = (old.spans if old else ()) + ((c.sentence.start, c.sentence.end),)
+            quoted = (old.spans if old else ()) + (spans[id(c)],)
             citations[c.paragraph.id] = Citation(
                 paragraph_id=c.paragraph.id,
                 language=c.paragraph.language,
                 text=c.paragraph.text,
                 twin_id=c.paragraph.twin_id,
                 score=round(old.score if old else c.score, 4),
-                spans=tuple(sorted(spans)),
+                spans=tuple(sorted(quoted)),
             )
         return Answer(
             question=question,
@@ -295,6 +302,52 @@ class ExtractiveAnswerer:
             citations=(),
             signals=signals,
         )
+
+
+def _quote_span(paragraph: Paragraph, sentence: Sentence, terms: dict[str, float]) -> tuple[int, int]:
+    """The part of a sentence to quote: a long Chinese sentence is cut to its answering clauses.
+
+    Chinese press sentences often chain a whole paragraph with commas; the
+    shortest run of clauses holding every question term the sentence holds
+    answers as well and reads far better. English sentences are quoted whole.
+    """
+    whole = (sentence.start, sentence.end)
+    if len(sentence.text) <= LONG_SENTENCE or not lang.is_chinese(paragraph.language):
+        return whole
+    clauses = _clauses(sentence.text)
+    found = [{t for t in terms if t in set(lang.lexical_tokens(sentence.text[a:b]))} for a, b in clauses]
+    target = set().union(*found)
+    if not target or len(clauses) < 2:
+        return whole
+    best = (0, len(clauses) - 1)
+    for i in range(len(clauses)):
+        covered: set[str] = set()
+        for j in range(i, len(clauses)):
+            covered |= found[j]
+            if covered == target:
+                length = clauses[j][1] - clauses[i][0]
+                if length < clauses[best[1]][1] - clauses[best[0]][0]:
+                    best = (i, j)
+                break
+    start, end = clauses[best[0]][0], clauses[best[1]][1]
+    quoted = sentence.text[start:end].rstrip(",，;；:： ")
+    return sentence.start + start, sentence.start + start + len(quoted)
+
+
+def _clauses(text: str) -> list[tuple[int, int]]:
+    """Spans of the comma/semicolon clauses of a Chinese sentence (quotes kept whole)."""
+    spans: list[tuple[int, int]] = []
+    start, depth = 0, 0
+    for i, ch in enumerate(text):
+        if ch in "“「『《（(":
+            depth += 1
+        elif ch in "”」』》）)":
+            depth = max(0, depth - 1)
+        elif ch in ",，;；:：" and depth == 0 and i + 1 < len(text):
+            spans.append((start, i + 1))
+            start = i + 1
+    spans.append((start, len(text)))
+    return spans
 
 
 def _answerable(salience: float, coverage: float | None) -> bool:
