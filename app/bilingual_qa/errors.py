@@ -37,3 +37,7 @@ class IndexStoreError(BilingualQAError):
 
 class ConfigError(BilingualQAError):
     """A setting has an invalid value."""
+
+
+class EvaluationError(BilingualQAError):
+    """A reference set or baseline is malformed, empty or made for another document."""
