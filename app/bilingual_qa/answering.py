@@ -86,6 +86,10 @@ class Answer:
     evidence_language: str | None = None
     signals: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    # Generative backend only: why its answer was replaced by this extractive one
+    # (None when it was not), and the guardrail checks that fired on its text.
+    fallback_reason: str | None = None
+    guardrails: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict of the answer."""
@@ -308,8 +312,9 @@ def _quote_span(paragraph: Paragraph, sentence: Sentence, terms: dict[str, float
     """The part of a sentence to quote: a long Chinese sentence is cut to its answering clauses.
 
     Chinese press sentences often chain a whole paragraph with commas; the
-    shortest run of clauses holding every question term the sentence holds
-    answers as well and reads far better. English sentences are quoted whole.
+    shortest run of clauses holding every question term the sentence holds,
+    plus the clause after it, answers as well and reads far better. English
+    sentences are quoted whole.
     """
     whole = (sentence.start, sentence.end)
     if len(sentence.text) <= LONG_SENTENCE or not lang.is_chinese(paragraph.language):
@@ -329,7 +334,9 @@ def _quote_span(paragraph: Paragraph, sentence: Sentence, terms: dict[str, float
                 if length < clauses[best[1]][1] - clauses[best[0]][0]:
                     best = (i, j)
                 break
-    start, end = clauses[best[0]][0], clauses[best[1]][1]
+    # What a Chinese sentence says about its topic usually follows it: keep one more clause.
+    last = min(best[1] + 1, len(clauses) - 1)
+    start, end = clauses[best[0]][0], clauses[last][1]
     quoted = sentence.text[start:end].rstrip(",，;；:： ")
     return sentence.start + start, sentence.start + start + len(quoted)
 
