@@ -1,0 +1,776 @@
+"""Chat web page (Gradio) over :class:`bilingual_qa.Assistant`: ``bilingual-qa serve``.
+
+The page: a chat that streams answers and keeps follow-ups in context, a sources
+panel with one card per cited paragraph beside its aligned translation, a
+Document tab with the whole document side by side, example questions in English,
+繁體 and 简体, labels in English or Chinese, and uploads of another .txt/.md
+document for one browser tab. ``/ask`` is the programmatic endpoint: the same
+contract as :meth:`Assistant.ask`, as JSON, for ``gradio_client``.
+
+Gradio is imported only inside this module's functions (``import bilingual_qa``
+and the CLI stay light); what the page shows is rendered, and escaped, by
+:mod:`bilingual_qa.webpage`.
+
+Concurrency: one Assistant (and one embedding model) per process, shared by every
+request; :meth:`Assistant.ask` is safe to call from many threads and the embedder
+serializes its forward passes. Each browser tab has its own :class:`Session` in a
+``gr.State``: its conversation and, after an upload, its own Assistant, which
+shares the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import webpage as page
+from .errors import BilingualQAError, ConfigError, QuestionError
+from .webpage import Exchange, Message, Notice, Session
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from .assistant import Assistant
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+#: Largest document a browser may upload. Indexing is CPU work on the server everyone shares:
+#: about a minute or two per 50 KB on two cores, so 256 KB is a long report, minutes to index.
+MAX_UPLOAD_BYTES = 256 * 1024
+UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".text")
+#: Seconds between streamed chunks: an extractive answer is ready at once, but the page
+#: streams it like an LLM backend would, so the experience does not change with the backend.
+STREAM_DELAY = 0.025
+STREAM_STEPS = 24
+#: /ask calls run at once; more wait in Gradio's queue, in order. Answering takes tens of
+#: milliseconds of CPU and the model encodes one batch at a time, so this bounds threads,
+#: not throughput.
+ASK_CONCURRENCY = 16
+
+_ASSETS = Path(__file__).resolve().parent / "web_assets"
+
+
+@dataclass
+class Controls:
+    """The page's components that handlers update (the order of :meth:`labelled` is the outputs')."""
+
+    session: Any
+    locale: Any  # hidden: the browser's language, filled in by JavaScript on load
+    ui: Any
+    title: Any
+    status: Any
+    chat_tab: Any
+    document_tab: Any
+    chatbot: Any
+    question: Any
+    send: Any
+    examples: Any
+    upload: Any
+    default_document: Any
+    new_chat: Any
+    sources: Any
+    document: Any
+
+    def labelled(self) -> list[Any]:
+        """Every component whose text depends on the UI language."""
+        return [
+            self.session,
+            self.ui,
+            self.title,
+            self.status,
+            self.chat_tab,
+            self.document_tab,
+            self.chatbot,
+            self.question,
+            self.send,
+            self.examples,
+            self.upload,
+            self.default_document,
+            self.new_chat,
+            self.sources,
+            self.document,
+        ]
+
+
+class ChatPage:
+    """The page's handlers, over one shared default Assistant.
+
+    Args:
+        assistant: the process-wide Assistant (default document, loaded model).
+        max_upload_bytes: the largest document a tab may upload.
+        stream_delay: seconds between streamed answer chunks (0 streams without pausing).
+    """
+
+    def __init__(
+        self,
+        assistant: Assistant,
+        *,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        stream_delay: float = STREAM_DELAY,
+    ) -> None:
+        self.assistant = assistant
+        self.max_upload_bytes = max_upload_bytes
+        self.stream_delay = stream_delay
+        # Uploaded documents are indexed in a private folder removed with the page, so
+        # strangers' documents neither pile up in nor mix with the index folder.
+        upload_dir = Path(tempfile.mkdtemp(prefix="bilingual-qa-uploads-"))
+        self._upload_settings = assistant.settings.replace(index_dir=upload_dir)
+        weakref.finalize(self, shutil.rmtree, upload_dir, True)
+
+    # --- rendering helpers ------------------------------------------------------------------
+
+    def _chat(self, session: Session, ui: str, partial: str | None = None) -> list[dict[str, str]]:
+        return page.chat_messages(session, ui, partial)[0]
+
+    def _document(self, session: Session) -> tuple[Any, bool]:
+        return page.session_document(session, self.assistant)
+
+    def labels(self, ui: str, session: Session) -> list[Any]:
+        """Switch the tab to UI language ``ui``: updates for :meth:`Controls.labelled`.
+
+        The language is kept in the session, on the server, so that the next handler
+        reads it there rather than from a radio button the browser may not have updated yet.
+        """
+        import gradio as gr
+
+        ui = ui if ui in page.UI_LANGUAGES else page.ui_language(ui)
+        session = replace(session, ui=ui)
+        text = page.strings(ui)
+        document, is_default = self._document(session)
+        return [
+            session,
+            gr.update(value=ui, label=text["ui_language"]),
+            _title(text),
+            page.document_status(document, is_default, ui),
+            gr.update(label=text["tab_chat"]),
+            gr.update(label=text["tab_document"]),
+            gr.update(
+                value=self._chat(session, ui), label=text["chat_label"], placeholder=text["chat_placeholder"]
+            ),
+            gr.update(placeholder=text["question_placeholder"]),
+            gr.update(value=text["send"]),
+            gr.update(label=text["examples_label"], visible=is_default),
+            gr.update(label=text["upload"]),
+            gr.update(value=text["default_document"]),
+            gr.update(value=text["new_chat"]),
+            page.sources_html(session, ui),
+            page.document_html(document, ui),
+        ]
+
+    def on_load(self, locale: str, session: Session) -> list[Any]:
+        """Label the page in the browser's language (``locale`` comes from ``navigator.language``)."""
+        return self.labels(page.ui_language(locale), session)
+
+    # --- chat ---------------------------------------------------------------------------------
+
+    async def chat(self, question: str, session: Session) -> AsyncIterator[tuple[Any, ...]]:
+        """Answer ``question`` in the tab's conversation, streaming the answer.
+
+        Args:
+            question: the text typed (or the example clicked).
+            session: the tab's session; its earlier answers give follow-ups their context.
+
+        Yields:
+            (chat messages, question box, session, sources panel): first the question with
+            a "searching" placeholder, then the answer as it grows, then the final state,
+            whose answer text replaces whatever was streamed.
+        """
+        ui = session.ui
+        if not isinstance(question, str) or not question.strip():
+            yield self._chat(session, ui), "", session, page.sources_html(session, ui)
+            return
+        pending = session.add(Exchange(question))
+        waiting = page.sources_html(pending, ui)
+        yield self._chat(pending, ui), "", pending, waiting
+        shown = ""
+        exchange = None
+        async for item in self._produce(session.assistant or self.assistant, question, session.history()):
+            if isinstance(item, Exchange):
+                exchange = item
+                break
+            # Type the new text out in a few steps: an LLM's tokens arrive a few at a time
+            # and show at once, a whole extractive answer reads like it is being written.
+            for prefix in page.stream_prefixes(item, STREAM_STEPS // 3 if shown else STREAM_STEPS):
+                yield self._chat(pending, ui, partial=shown + prefix), "", pending, waiting
+                await asyncio.sleep(self.stream_delay)
+            shown += item
+        done = pending.with_last(exchange)
+        sources = page.sources_html(done, ui)
+        if exchange.answer is not None and not shown:  # an engine that does not stream
+            for prefix in page.stream_prefixes(exchange.answer.text, STREAM_STEPS)[:-1]:
+                yield self._chat(done, ui, partial=prefix), "", pending, sources
+                await asyncio.sleep(self.stream_delay)
+        yield self._chat(done, ui), "", done, sources
+
+    async def _produce(
+        self, assistant: Assistant, question: str, history: list[tuple[str, str]]
+    ) -> AsyncIterator[str | Exchange]:
+        """The engine's answer as text as it comes (coalesced), then the finished :class:`Exchange`.
+
+        The engine runs in a worker thread so that the server keeps serving others; an
+        engine with ``ask_stream`` (text chunks, then the Answer) streams, one with only
+        ``ask`` answers at once.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | Exchange] = asyncio.Queue()
+
+        def put(item: str | Exchange) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            put(self._answer(assistant, question, history, on_text=put))
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                text = ""
+                while isinstance(item, str):
+                    text += item
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if text:
+                    yield text
+                if isinstance(item, Exchange):
+                    yield item
+                    return
+        finally:
+            await worker
+
+    def _answer(
+        self, assistant: Assistant, question: str, history: list[tuple[str, str]], on_text: Any = None
+    ) -> Exchange:
+        """Ask the engine (streaming text to ``on_text`` when it can); a failure becomes a chat message."""
+        try:
+            stream = getattr(assistant, "ask_stream", None)
+            if stream is None or on_text is None:
+                answer = assistant.ask(question, history=history)
+            else:
+                answer = None
+                for item in stream(question, history=history):
+                    if isinstance(item, str):
+                        on_text(item)
+                    else:
+                        answer = item
+        except BilingualQAError as exc:
+            return Exchange(question, error=Message("question_failed", {"reason": str(exc)}))
+        except Exception:
+            log.exception("answering failed for a question of %d characters", len(question))
+            return Exchange(question, error=Message("engine_failed"))
+        if answer is None:
+            log.error("the engine's stream ended without an answer")
+            return Exchange(question, error=Message("engine_failed"))
+        return Exchange(question, answer=answer, document=assistant.document)
+
+    async def chat_example(self, sample: list[str], session: Session) -> AsyncIterator[tuple[Any, ...]]:
+        """Ask a clicked example question (``sample`` is the example's row)."""
+        async for update in self.chat(sample[0] if sample else "", session):
+            yield update
+
+    def new_chat(self, session: Session) -> tuple[Any, ...]:
+        """Forget the conversation; the tab keeps its document and language."""
+        fresh = Session(assistant=session.assistant, ui=session.ui)
+        return self._chat(fresh, fresh.ui), fresh, page.sources_html(fresh, fresh.ui)
+
+    def show_sources(self, session: Session, event: gr.SelectData) -> tuple[Any, ...]:
+        """Show the sources of the answer that was clicked in the chat."""
+        import gradio as gr
+
+        owners = page.chat_messages(session, session.ui)[1]
+        index = event.index if isinstance(event.index, int) else None
+        if index is None or not 0 <= index < len(owners):
+            return gr.skip(), gr.skip()
+        shown = replace(session, shown=owners[index])
+        return shown, page.sources_html(shown, shown.ui)
+
+    # --- documents ---------------------------------------------------------------------------
+
+    def load_document(
+        self, path: str | None, session: Session, progress: gr.Progress | None = None
+    ) -> tuple[Any, ...]:
+        """Index an uploaded .txt/.md file and use it in this tab only.
+
+        Args:
+            path: the uploaded file (Gradio's temporary copy), or None.
+            session: the tab's session.
+            progress: Gradio's progress tracker (shown over the chat while indexing).
+
+        Returns:
+            (chat messages, session, sources panel, document status, document table,
+            examples update).
+            A bad file leaves the tab's document as it was and says why in the chat.
+        """
+        if not path:
+            return self._document_outputs(session)
+        try:
+            outcome = self._index_upload(Path(path), session.ui, progress)
+        finally:
+            # The text is in memory now; Gradio would keep serving the file from its cache.
+            Path(path).unlink(missing_ok=True)
+        if isinstance(outcome, Message):
+            return self._document_outputs(session.add(Notice(outcome)))
+        # A new document starts a new conversation: earlier answers cite another text.
+        fresh = Session(assistant=outcome, ui=session.ui).add(Notice(page.loaded_message(outcome.document)))
+        return self._document_outputs(fresh)
+
+    def _index_upload(self, path: Path, ui: str, progress: gr.Progress | None) -> Assistant | Message:
+        """An Assistant over the uploaded file, sharing the model; or the message saying why not."""
+        desc = page.strings(ui)["indexing"].format(name=path.name)
+
+        def report(done: float) -> None:
+            if progress is not None:
+                progress(0.05 + 0.9 * done, desc=desc)
+
+        embedder = _ChunkedEmbedder(self.assistant.embedder, report)
+        try:
+            self._check_upload(path)
+            report(0.0)
+            from .assistant import Assistant
+
+            assistant = Assistant(document=path, settings=self._upload_settings, embedder=embedder)
+        except _UploadRejected as exc:
+            return exc.message
+        except BilingualQAError as exc:
+            # The server's temporary path means nothing to the visitor: name the file they sent.
+            reason = str(exc).replace(str(path), path.name)
+            return Message("upload_failed", {"name": path.name, "reason": reason})
+        except Exception:
+            log.exception("indexing an uploaded document failed")
+            return Message("upload_failed", {"name": path.name, "reason": page.strings(ui)["engine_failed"]})
+        finally:
+            embedder.report = None  # the request is over; the Assistant keeps the model
+        return assistant
+
+    def _check_upload(self, path: Path) -> None:
+        """Reject anything but a small .txt/.md file before any work is done on it."""
+        if path.suffix.lower() not in UPLOAD_SUFFIXES:
+            raise _UploadRejected(Message("upload_wrong_type", {"name": path.name}))
+        size = path.stat().st_size
+        if size > self.max_upload_bytes:
+            params = {"name": path.name, "size": _size(size), "limit": _size(self.max_upload_bytes)}
+            raise _UploadRejected(Message("upload_too_large", params))
+
+    def use_default(self, session: Session) -> tuple[Any, ...]:
+        """Switch the tab back to the default document (a new conversation)."""
+        if session.assistant is None:
+            return self._document_outputs(session)
+        return self._document_outputs(Session(ui=session.ui).add(Notice(Message("default_loaded"))))
+
+    def _document_outputs(self, session: Session) -> tuple[Any, ...]:
+        import gradio as gr
+
+        ui = session.ui
+        document, is_default = self._document(session)
+        return (
+            self._chat(session, ui),
+            session,
+            page.sources_html(session, ui),
+            page.document_status(document, is_default, ui),
+            page.document_html(document, ui),
+            gr.update(visible=is_default),  # the examples are about the default document
+        )
+
+    # --- API ----------------------------------------------------------------------------------
+
+    def api_ask(self, question: str, history: str = "") -> dict:
+        """Answer a question about the server's default document (the ``/ask`` endpoint).
+
+        Args:
+            question: English or Chinese (Traditional or Simplified).
+            history: optional JSON list of earlier [question, answer] pairs (or
+                {"question", "answer"} objects), oldest first, for a follow-up.
+
+        Returns:
+            The Answer as a dict: question, text (with [P#] markers), language,
+            answered, citations (paragraph_id, language, text, twin_id, score, spans),
+            backend, standalone_question, evidence_language, signals, seconds.
+
+        Raises:
+            gradio.Error: the question or history is invalid, or answering failed.
+        """
+        import gradio as gr
+
+        try:
+            answer = self.assistant.ask(question, history=_parse_history(history))
+        except BilingualQAError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception:
+            log.exception("/ask failed")
+            raise gr.Error(
+                "answering failed on the server; the error was logged", print_exception=False
+            ) from None
+        return answer.to_dict()
+
+
+class _ChunkedEmbedder:
+    """The shared embedder, encoding an uploaded document's passages a chunk at a time.
+
+    Between chunks the page reports progress, and other visitors' questions get the
+    model: one long encode would hold its lock for the whole document.
+    """
+
+    CHUNK = 16
+
+    def __init__(self, inner: Any, report: Any) -> None:
+        self.inner = inner
+        self.report = report
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+
+    def embed_queries(self, texts: Any) -> Any:
+        return self.inner.embed_queries(texts)
+
+    def embed_passages(self, texts: Any) -> Any:
+        import numpy as np
+
+        texts = list(texts)
+        if len(texts) <= self.CHUNK:
+            return self.inner.embed_passages(texts)
+        parts = []
+        for start in range(0, len(texts), self.CHUNK):
+            parts.append(self.inner.embed_passages(texts[start : start + self.CHUNK]))
+            if self.report is not None:
+                self.report(min(1.0, (start + self.CHUNK) / len(texts)))
+        return np.concatenate(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # anything else the engine asks of its model
+
+
+class _UploadRejected(Exception):
+    """An upload refused before indexing, with the message to show."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.key)
+        self.message = message
+
+
+def _title(text: dict[str, str]) -> str:
+    """The page's heading and tagline, as Markdown."""
+    return f"## {page.md_escape(text['title'])}\n{page.md_escape(text['tagline'])}"
+
+
+def _size(n: int) -> str:
+    """A byte count for people: "850 KB", "1.5 MB"."""
+    return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+def _parse_history(history: object) -> list[object]:
+    """The /ask history parameter (JSON text, or already a list) as a list of turns."""
+    if history is None or (isinstance(history, str) and not history.strip()):
+        return []
+    if isinstance(history, str):
+        try:
+            history = json.loads(history)
+        except json.JSONDecodeError as exc:
+            raise QuestionError(f"history is not valid JSON: {exc.msg}") from None
+    if not isinstance(history, list):
+        raise QuestionError("history must be a JSON list of [question, answer] pairs")
+    return history
+
+
+# --- building and serving the page -------------------------------------------------------------
+
+
+def build_app(
+    assistant: Assistant,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    stream_delay: float = STREAM_DELAY,
+) -> gr.Blocks:
+    """The chat page over ``assistant`` (not yet running; see :func:`start`).
+
+    Args:
+        assistant: the process-wide Assistant; its document is every tab's default.
+        max_upload_bytes: the largest document a tab may upload.
+        stream_delay: seconds between streamed answer chunks.
+
+    Returns:
+        The Gradio Blocks app, with the ``/ask`` API endpoint.
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry, no version check
+    import gradio as gr
+
+    handlers = ChatPage(assistant, max_upload_bytes=max_upload_bytes, stream_delay=stream_delay)
+    text = page.strings("en")
+    with gr.Blocks(title="bilingual-qa", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        controls = _layout(gr, handlers, text)
+        _wire(gr, app, handlers, controls)
+    app.bilingual_qa_page = handlers  # for tests and embedding applications
+    return app
+
+
+def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
+    """Create the components (labelled in English until the browser's language is known)."""
+    session = Session()
+    document = handlers.assistant.document
+    choices = [(page.strings(code)["language_name"], code) for code in page.UI_LANGUAGES]
+    state = gr.State(session)
+    with gr.Row(elem_id="bqa-header", equal_height=True):
+        title = gr.Markdown(_title(text), elem_id="bqa-title")
+        ui = gr.Radio(
+            choices, value="en", label=text["ui_language"], scale=0, min_width=320, elem_id="bqa-ui"
+        )
+    status = gr.Markdown(page.document_status(document, True, "en"), elem_id="bqa-status")
+    locale = gr.Textbox(visible=False)
+    with gr.Tabs():
+        with gr.Tab(text["tab_chat"], id="chat", elem_id="bqa-chat-tab") as chat_tab, gr.Row():
+            with gr.Column(scale=5, min_width=360):
+                chatbot = gr.Chatbot(
+                    label=text["chat_label"],
+                    placeholder=text["chat_placeholder"],
+                    height=520,
+                    elem_id="bqa-chat",
+                    latex_delimiters=[],  # "$" in a document is money, not math
+                    sanitize_html=True,
+                    feedback_options=None,
+                    buttons=["copy"],
+                )
+                with gr.Row(equal_height=True):
+                    question = gr.Textbox(
+                        show_label=False,
+                        placeholder=text["question_placeholder"],
+                        lines=1,
+                        max_lines=6,
+                        scale=8,
+                        autofocus=True,
+                        elem_id="bqa-question",
+                    )
+                    send = gr.Button(
+                        text["send"], variant="primary", scale=1, min_width=80, elem_id="bqa-send"
+                    )
+                examples = gr.Dataset(
+                    components=[question],
+                    samples=[[q] for q in page.examples()],
+                    label=text["examples_label"],
+                    elem_id="bqa-examples",
+                )
+                with gr.Row():
+                    upload = gr.UploadButton(
+                        text["upload"], type="filepath", size="sm", variant="secondary", elem_id="bqa-upload"
+                    )
+                    default_document = gr.Button(text["default_document"], size="sm", elem_id="bqa-default")
+                    new_chat = gr.Button(text["new_chat"], size="sm", elem_id="bqa-new-chat")
+            with gr.Column(scale=6, min_width=360):
+                sources = gr.HTML(page.sources_html(session, "en"), elem_id="bqa-sources", js_on_load=None)
+        with gr.Tab(text["tab_document"], id="document", elem_id="bqa-document-tab") as document_tab:
+            document_view = gr.HTML(
+                page.document_html(document, "en"), elem_id="bqa-document", js_on_load=None
+            )
+    return Controls(
+        session=state,
+        locale=locale,
+        ui=ui,
+        title=title,
+        status=status,
+        chat_tab=chat_tab,
+        document_tab=document_tab,
+        chatbot=chatbot,
+        question=question,
+        send=send,
+        examples=examples,
+        upload=upload,
+        default_document=default_document,
+        new_chat=new_chat,
+        sources=sources,
+        document=document_view,
+    )
+
+
+def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
+    """Connect events to handlers. Chat events are UI-only ("undocumented"); /ask is the API."""
+    chat_outputs = [c.chatbot, c.question, c.session, c.sources]
+    document_outputs = [c.chatbot, c.session, c.sources, c.status, c.document, c.examples]
+    # The chat and upload events stay callable by clients (tests use them) but out of the API docs.
+    ui_only = {"api_visibility": "undocumented"}
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    # Answering is cheap next to streaming pauses; the embedder's lock already serializes the model.
+    chat = {"fn": handlers.chat, "inputs": [c.question, c.session], "outputs": chat_outputs}
+    c.question.submit(**chat, api_name="chat", concurrency_limit=None, show_progress="hidden", **ui_only)
+    c.send.click(**chat, concurrency_limit=None, **private)
+    c.examples.click(
+        handlers.chat_example, [c.examples, c.session], chat_outputs, concurrency_limit=None, **private
+    )
+
+    # Gradio finds its special parameters (progress tracker, click data) by their default
+    # value or real type annotation, which the handlers cannot name without importing gradio.
+    def load_document(path, session, progress=gr.Progress()):  # noqa: B008 - that is the API
+        return handlers.load_document(path, session, progress)
+
+    def show_sources(session, event):
+        return handlers.show_sources(session, event)
+
+    show_sources.__annotations__ = {"event": gr.SelectData}
+
+    # Indexing is the heavy job: two at a time at most, whoever asks.
+    c.upload.upload(
+        load_document,
+        [c.upload, c.session],
+        document_outputs,
+        api_name="load_document",
+        show_progress_on=c.chatbot,  # one progress bar, where the "loaded" message will appear
+        concurrency_limit=2,
+        concurrency_id="indexing",
+        **ui_only,
+    )
+    c.default_document.click(handlers.use_default, [c.session], document_outputs, **private)
+    for trigger in (c.new_chat.click, c.chatbot.clear):  # the chat's own trash button too
+        trigger(handlers.new_chat, [c.session], [c.chatbot, c.session, c.sources], **private)
+    c.chatbot.select(show_sources, [c.session], [c.session, c.sources], **private).then(
+        None, js="() => { if (window.bqaReveal) window.bqaReveal(); }", **private
+    )
+    c.ui.input(handlers.labels, [c.ui, c.session], c.labelled(), **private)
+    # The browser's language labels the page; the radio above overrides it.
+    app.load(
+        handlers.on_load,
+        [c.locale, c.session],
+        c.labelled(),
+        js="(locale, session) => [navigator.language || 'en', session]",
+        **private,
+    )
+
+    def ask(question, history=""):
+        return handlers.api_ask(question, history)
+
+    ask.__doc__ = ChatPage.api_ask.__doc__
+    # Real types, not the strings `from __future__ import annotations` makes: gr.api reads them.
+    ask.__annotations__ = {"question": str, "history": str, "return": dict}
+    gr.api(ask, api_name="ask", concurrency_limit=ASK_CONCURRENCY, concurrency_id="ask")
+
+
+@dataclass
+class Running:
+    """A started page: its app, URL and how to stop it."""
+
+    app: Any
+    url: str
+
+    def close(self) -> None:
+        """Stop the server and release its port."""
+        self.app.close()
+
+
+def start(
+    assistant: Assistant,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    auth: tuple[str, str] | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    stream_delay: float = STREAM_DELAY,
+) -> Running:
+    """Start the page in background threads and return once it accepts connections.
+
+    Args:
+        assistant: the process-wide Assistant.
+        host: the interface to bind; the loopback interface unless told otherwise.
+        port: the TCP port.
+        auth: (user, password) required to open the page, or None.
+        max_upload_bytes: the largest document a tab may upload.
+        stream_delay: seconds between streamed answer chunks.
+
+    Returns:
+        The running page; call ``close()`` to stop it.
+
+    Raises:
+        ConfigError: the port cannot be bound.
+    """
+    app = build_app(assistant, max_upload_bytes=max_upload_bytes, stream_delay=stream_delay)
+    app.queue(default_concurrency_limit=4)
+    try:
+        _, url, _ = app.launch(
+            server_name=host,
+            server_port=port,
+            auth=auth,
+            share=False,  # never a public share link, whatever GRADIO_SHARE says
+            inbrowser=False,
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=False,
+            ssr_mode=False,
+            mcp_server=False,
+            footer_links=["api"],
+            # Gradio refuses larger files before they reach the handler, which explains its own limit.
+            max_file_size=4 * max_upload_bytes,
+            theme=_theme(),
+            css=(_ASSETS / "page.css").read_text(encoding="utf-8"),
+            js=(_ASSETS / "page.js").read_text(encoding="utf-8"),
+        )
+    except OSError as exc:
+        log.debug("launch failed: %s", exc)
+        raise ConfigError(
+            f"cannot listen on {host}:{port} (in use or not allowed); choose another --port"
+        ) from None
+    return Running(app=app, url=url)
+
+
+def _theme() -> Any:
+    """A calm theme with local fonts only: the page must work without internet access."""
+    import gradio as gr
+
+    system = ["system-ui", "-apple-system", "Segoe UI", "Noto Sans", "Noto Sans CJK TC", "PingFang TC"]
+    return gr.themes.Soft(
+        primary_hue="teal",
+        neutral_hue="slate",
+        font=[*system, "Microsoft JhengHei", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+    )
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``USER:PASS`` as a (user, password) pair.
+
+    Raises:
+        ConfigError: the value has no colon or an empty user or password.
+    """
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError("--auth expects USER:PASS (both non-empty)")
+    return user, password
+
+
+def serve(
+    assistant: Assistant,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    auth: tuple[str, str] | None = None,
+) -> None:
+    """Serve the page until interrupted (the ``bilingual-qa serve`` command).
+
+    Raises:
+        ConfigError: the port cannot be bound.
+    """
+    import sys
+
+    running = start(assistant, host=host, port=port, auth=auth)
+    print(
+        f"bilingual-qa: serving {assistant.document.name} at {running.url} (Ctrl+C to stop)", file=sys.stderr
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and auth is None:
+        print(
+            f"bilingual-qa: warning: listening on {host} without --auth: anyone who can reach "
+            "this machine can use the page",
+            file=sys.stderr,
+        )
+    try:
+        running.app.block_thread()
+    finally:
+        running.close()
+
+
+__all__ = ["ChatPage", "Running", "build_app", "parse_auth", "serve", "start"]

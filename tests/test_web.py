@@ -1,0 +1,755 @@
+"""The chat web page: rendering (no server), handlers, the API from gradio_client, a real browser.
+
+Fast tests use the fake embedder, including a real Gradio server on a free loopback
+port; tests marked integration use the real model and drive Debian's Chromium
+through Playwright (no browser download).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bilingual_qa import Assistant, webpage
+from bilingual_qa import language as lang
+from bilingual_qa.cli import _parser
+from bilingual_qa.config import Settings
+from bilingual_qa.errors import ConfigError
+from bilingual_qa.webpage import Exchange, Message, Notice, Session
+from conftest import ROOT, FakeEmbedder
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Gradio's queue calls pandas in ways pandas 3 deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
+
+XSS = "<img src=x onerror=alert(1)> ${7*7} {{x}} **bold** [link](javascript:alert(2))"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(assistant, **kwargs):
+    from bilingual_qa import web
+
+    started = time.perf_counter()
+    running = web.start(assistant, host="127.0.0.1", port=_free_port(), **kwargs)
+    return running, time.perf_counter() - started
+
+
+# --- rendering: plain functions, no server ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("locale", "ui"),
+    [
+        ("en-US", "en"),
+        ("fr", "en"),
+        ("", "en"),
+        (None, "en"),
+        ("zh-TW", "zh-Hant"),
+        ("zh_HK", "zh-Hant"),
+        ("zh-Hant", "zh-Hant"),
+        ("zh-CN", "zh-Hans"),
+        ("zh", "zh-Hans"),
+        ("zh-Hans-HK", "zh-Hans"),
+        ("zh-Hans", "zh-Hans"),
+    ],
+)
+def test_ui_language_follows_the_browser_locale(locale, ui):
+    assert webpage.ui_language(locale) == ui
+
+
+def test_ui_strings_are_complete_in_every_language():
+    english = webpage.strings("en")
+    for ui in webpage.UI_LANGUAGES:
+        text = webpage.strings(ui)
+        assert text.keys() == english.keys(), ui
+        for key, template in english.items():
+            fields = set(re.findall(r"{(\w+)}", template))
+            assert set(re.findall(r"{(\w+)}", text[key])) == fields, (ui, key)
+    assert webpage.strings("klingon") == english
+
+
+def test_examples_cover_english_traditional_and_simplified():
+    languages = {lang.question_language(q) for q in webpage.examples()}
+    assert languages == {"en", "zh-Hant", "zh-Hans"}
+
+
+def test_markdown_escape_shows_text_literally():
+    escaped = webpage.md_escape(XSS)
+    assert "<" not in escaped and ">" not in escaped
+    assert "\\*\\*bold\\*\\*" in escaped and "\\[link\\]\\(javascript" in escaped
+    assert "\\$\\{7\\*7\\}" in escaped
+
+
+def test_html_escape_leaves_no_markup_or_template_syntax():
+    escaped = webpage.html_escape(XSS + ' "quoted" `tick` back\\slash')
+    assert not set('<>"$`{}\\') & set(escaped)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in escaped
+
+
+def test_answer_markers_link_to_their_cards():
+    markdown = webpage.answer_markdown("A *fact*. [P9] 另一句。 [P10]", turn=3)
+    assert "[\\[P9\\]](#src-3-P9)" in markdown and "[\\[P10\\]](#src-3-P10)" in markdown
+    assert "\\*fact\\*" in markdown
+
+
+def test_stream_prefixes_grow_to_the_whole_text_without_cutting_markers():
+    text = "Chongqing will set up a mechanism. [P9] 搭建溝通協調機制。 [P10]"
+    prefixes = webpage.stream_prefixes(text, steps=8)
+    assert prefixes[-1] == text and len(prefixes) > 3
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in itertools.pairwise(prefixes))
+    for prefix in prefixes:
+        assert not re.search(r"\[P?\d*$", prefix), prefix
+    assert webpage.stream_prefixes("") == [""]
+
+
+def test_highlight_marks_spans_and_escapes_the_rest():
+    text = "<b>one</b>. Two & three."
+    assert webpage.highlight(text, [(12, 24)]) == "&lt;b&gt;one&lt;/b&gt;. <mark>Two &amp; three.</mark>"
+    # Overlapping, unsorted and out-of-range spans never duplicate or drop text.
+    html = webpage.highlight("abcdef", [(3, 9), (0, 2), (1, 4)])
+    assert re.sub(r"</?mark>", "", html) == "abcdef"
+
+
+def test_document_table_shows_every_paragraph_once_english_left(fake_assistant):
+    document = fake_assistant.document
+    rows = webpage.aligned_rows(document)
+    ids = [p.id for row in rows for p in row if p]
+    assert sorted(ids) == sorted(p.id for p in document.paragraphs)
+    for english, chinese in rows:
+        assert english is None or not lang.is_chinese(english.language)
+        assert chinese is None or lang.is_chinese(chinese.language)
+        if english and chinese:
+            assert english.twin_id == chinese.id
+    html = webpage.document_html(document, "en")
+    assert html.count("<tr") == len(rows) + 1
+    unpaired = sum(1 for e, c in rows if e is None or c is None)
+    assert html.count('class="bqa-unpaired"') == unpaired > 0
+
+
+def test_source_card_puts_the_quote_beside_its_translation(fake_assistant):
+    answer = fake_assistant.ask("用好新加坡、緬甸等沿線國家駐華使領館資源")
+    citation = answer.citations[0]
+    card = webpage.source_card(citation, fake_assistant.document, 2, "zh-Hant")
+    assert f'id="src-2-{citation.paragraph_id}"' in card
+    assert card.count("<mark>") == len(citation.spans) >= 1
+    assert "已引用" in card
+    if citation.twin_id:
+        twin = fake_assistant.document.paragraph(citation.twin_id)
+        assert webpage.html_escape(twin.text) in card
+        # English on the left, Chinese on the right, whichever was quoted.
+        assert card.index('lang="en"') < card.index('lang="zh-')
+
+
+def test_session_history_and_shown_exchange(fake_assistant):
+    answer = fake_assistant.ask("How many promotional events will Chongqing host?")
+    session = (
+        Session()
+        .add(Notice(Message("default_loaded")))
+        .add(Exchange("q1", answer=answer, document=fake_assistant.document))
+        .add(Exchange("bad", error=Message("engine_failed")))
+    )
+    assert session.history() == [("q1", answer.text)]
+    assert session.shown_exchange()[0] == 2  # the latest exchange, even a failed one
+    messages, owners = webpage.chat_messages(session, "en")
+    assert [m["role"] for m in messages] == ["assistant", "user", "assistant", "user", "assistant"]
+    assert owners == [0, 1, 1, 2, 2]
+    assert messages[-1]["content"].startswith("⚠️")
+
+
+# --- handlers, called directly --------------------------------------------------------------------
+
+
+def _drain(generator):
+    async def collect():
+        return [update async for update in generator]
+
+    return asyncio.run(collect())
+
+
+@pytest.fixture
+def chat_page(fake_assistant):
+    from bilingual_qa.web import ChatPage
+
+    return ChatPage(fake_assistant, stream_delay=0, max_upload_bytes=2048)
+
+
+def test_chat_streams_then_settles_with_sources(chat_page):
+    updates = _drain(chat_page.chat("How many promotional events will Chongqing host?", Session()))
+    first, *middle, last = updates
+    assert first[0][-1]["content"] == "*Searching the document…*" and first[1] == ""
+    assert len(middle) >= 3  # streamed in pieces
+    lengths = [len(u[0][-1]["content"]) for u in updates[1:]]
+    assert lengths == sorted(lengths)
+    session = last[2]
+    answer = session.entries[-1].answer
+    assert answer.answered and f"src-0-{answer.citations[0].paragraph_id}" in last[3]
+
+
+def test_follow_up_uses_the_conversation(chat_page):
+    first = _drain(chat_page.chat("Which cities are sister cities of Chongqing?", Session()))[-1][2]
+    last = _drain(chat_page.chat("And which of them are in Thailand?", first))[-1]
+    answer = last[2].entries[-1].answer
+    assert (
+        answer.standalone_question
+        == "Which cities are sister cities of Chongqing? And which of them are in Thailand?"
+    )
+    assert "Follow-up understood as" in last[3] and "Which cities are sister cities" in last[3]
+
+
+@pytest.mark.parametrize(
+    ("question", "shown"),
+    [("x" * 2001, "the question is too long"), ("bad\x00question", "control character")],
+    ids=["too-long", "control-character"],
+)
+def test_bad_question_is_a_chat_message(chat_page, question, shown):
+    last = _drain(chat_page.chat(question, Session(ui="zh-Hans")))[-1]
+    reply = last[0][-1]["content"]
+    assert reply.startswith("⚠️ 无法回答这个问题") and shown in reply.replace("\\", "")
+    assert last[2].history() == []
+
+
+def test_engine_failure_is_a_chat_message_and_logged(chat_page, caplog, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(chat_page.assistant, "ask", explode)
+    monkeypatch.setattr(chat_page.assistant, "ask_stream", explode, raising=False)
+    last = _drain(chat_page.chat("anything at all?", Session()))[-1]
+    assert "Something went wrong" in last[0][-1]["content"] and "boom" not in last[0][-1]["content"]
+    assert "boom" in caplog.text
+
+
+def test_a_streaming_engine_streams_and_its_final_answer_wins(chat_page, fake_assistant):
+    final = fake_assistant.ask("How many promotional events will Chongqing host?")
+
+    class Streaming:
+        document = fake_assistant.document
+
+        def ask_stream(self, question, history=None):
+            yield from ("Chongqing will ", "host more than ", "ten events. [P99]")  # [P99]: invented
+            yield final
+
+    updates = _drain(chat_page.chat("How many?", Session(assistant=Streaming())))
+    shown = [u[0][-1]["content"] for u in updates[1:-1]]
+    assert any(text.startswith("Chongqing will host") for text in shown)
+    assert updates[-1][0][-1]["content"] == webpage.answer_markdown(final.text, 0)
+    assert updates[-1][2].entries[-1].answer is final
+
+
+def test_empty_question_changes_nothing(chat_page):
+    (update,) = _drain(chat_page.chat("   ", Session()))
+    assert update[0] == [] and update[2] == Session()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("notes.pdf", b"%PDF-1.4", "only .txt and .md files"),
+        ("big.txt", b"x" * 4096, "larger than the 2 KB limit"),
+        ("binary.txt", b"\x00\x01\x02\x03", "binary"),
+        ("latin1.md", "café olé".encode("latin-1"), "UTF-8"),
+    ],
+)
+def test_bad_upload_is_explained_and_keeps_the_document(chat_page, tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    chat, session, _, status, _, examples = chat_page.load_document(str(path), Session())
+    assert examples["visible"] is True
+    assert session.assistant is None and "(default)" in status.replace("\\", "")
+    text = chat[-1]["content"].replace("\\", "")
+    assert f"Cannot load {name}" in text and message in text
+    assert str(tmp_path) not in text  # no server paths in messages
+    assert not path.exists()  # not left in Gradio's cache, served to whoever knows its path
+
+
+def test_upload_is_indexed_for_this_session_with_the_shared_model(chat_page, tmp_path):
+    path = tmp_path / "fruit.md"
+    path.write_text(
+        "# Apples\n\nApples grow on trees in Shaanxi.\n\n蘋果長在陝西的樹上。\n", encoding="utf-8"
+    )
+    chat, session, _, status, table, examples = chat_page.load_document(str(path), Session())
+    assert examples["visible"] is False  # the examples are about the default document
+    assert session.assistant.embedder.inner is chat_page.assistant.embedder  # one model for all
+    assert not path.exists()
+    assert "fruit.md" in status.replace("\\", "") and "Shaanxi" in table
+    assert "Loaded **fruit\\.md**" in chat[-1]["content"]
+    # The uploaded document's index lives in the page's private folder, not the shared index folder.
+    assert session.assistant.settings.index_dir != chat_page.assistant.settings.index_dir
+    answer = _drain(chat_page.chat("Where do apples grow?", session))[-1][2].entries[-1].answer
+    assert answer.answered and "Shaanxi" in answer.text
+    chat, back, *_ = chat_page.use_default(session)
+    assert back.assistant is None and "default document" in chat[-1]["content"]
+
+
+def test_uploads_encode_in_chunks_with_progress():
+    import numpy as np
+
+    from bilingual_qa.web import _ChunkedEmbedder
+
+    inner, reported = FakeEmbedder(), []
+    chunked = _ChunkedEmbedder(inner, reported.append)
+    texts = [f"passage number {i}" for i in range(100)]
+    assert np.allclose(chunked.embed_passages(texts), FakeEmbedder().embed_passages(texts))
+    assert inner.calls == 7  # the model is free for others' questions between chunks
+    assert reported == sorted(reported) and reported[-1] == 1.0
+    assert (chunked.model_id, chunked.dimension) == (inner.model_id, inner.dimension)
+
+
+# --- CLI and module boundaries ---------------------------------------------------------------
+
+
+def test_serve_command_defaults_to_loopback():
+    args = _parser().parse_args(["serve"])
+    assert (args.host, args.port, args.auth) == ("127.0.0.1", 7860, None)
+    args = _parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "8080", "--auth", "ann:pw:x"])
+    assert (args.host, args.port, args.auth) == ("0.0.0.0", 8080, "ann:pw:x")
+
+
+def test_parse_auth():
+    from bilingual_qa.web import parse_auth
+
+    assert parse_auth("ann:s3:cret") == ("ann", "s3:cret")
+    assert parse_auth(None) is None
+    for bad in ("ann", ":pw", "ann:"):
+        with pytest.raises(ConfigError, match="USER:PASS"):
+            parse_auth(bad)
+
+
+def test_bad_auth_fails_before_loading_anything(capsys):
+    from bilingual_qa.cli import main
+
+    assert main(["serve", "--auth", "nopassword"]) == 2
+    assert "--auth expects USER:PASS" in capsys.readouterr().err
+
+
+def test_web_modules_import_gradio_only_when_used():
+    code = "import sys, bilingual_qa.web, bilingual_qa.webpage; print('gradio' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "app")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"
+
+
+# --- a real server, from gradio_client (fake embedder: fast) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web")
+    settings = Settings(index_dir=tmp / "index", cache_dir=tmp / "cache")
+    assistant = Assistant(settings=settings, embedder=FakeEmbedder())
+    running, _ = _start(assistant, stream_delay=0, max_upload_bytes=4096)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def client(fake_server):
+    from gradio_client import Client
+
+    return Client(fake_server.url, verbose=False)
+
+
+def test_server_listens_on_loopback_only(fake_server):
+    assert fake_server.url.startswith("http://127.0.0.1:")
+
+
+def test_a_busy_port_is_a_clear_error(fake_server):
+    from bilingual_qa import web
+
+    port = int(fake_server.url.rstrip("/").rsplit(":", 1)[1])
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port} .*choose another --port"):
+        web.start(fake_server.app.bilingual_qa_page.assistant, port=port)
+
+
+def test_api_lists_ask_only(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert list(endpoints) == ["/ask"]
+    params = [p["parameter_name"] for p in endpoints["/ask"]["parameters"]]
+    assert params == ["question", "history"]
+
+
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("How many promotional events will Chongqing host?", "en"),
+        ("重慶將舉辦多少場專場推介活動？", "zh-Hant"),
+        ("重庆将举办多少场专场推介活动？", "zh-Hans"),
+    ],
+)
+def test_ask_endpoint_returns_the_answer_contract(client, fake_server, question, language):
+    result = client.predict(question, api_name="/ask")
+    expected = fake_server.app.bilingual_qa_page.assistant.ask(question).to_dict()
+    assert result["language"] == language and result["answered"]
+    assert result.keys() == expected.keys()
+    assert result["text"] == expected["text"]
+    cited = result["citations"][0]
+    assert cited.keys() == {"paragraph_id", "language", "text", "twin_id", "score", "spans"}
+    assert all(0 <= start < end <= len(cited["text"]) for start, end in cited["spans"])
+
+
+def test_ask_endpoint_follow_up_with_history(client):
+    history = json.dumps([["Which cities are sister cities of Chongqing?", "…"]])
+    result = client.predict("And which of them are in Thailand?", history, api_name="/ask")
+    assert result["standalone_question"].startswith("Which cities are sister cities of Chongqing?")
+    assert "Thailand" in result["text"]
+
+
+def test_ask_endpoint_unanswerable(client):
+    result = client.predict("What is the boiling point of liquid nitrogen?", api_name="/ask")
+    assert result["answered"] is False and result["citations"] == []
+    assert "does not say" in result["text"]
+
+
+@pytest.mark.parametrize(
+    ("question", "history", "message"),
+    [
+        ("x" * 2001, "", "the question is too long: 2001 characters (limit 2000)"),
+        ("", "", "the question is empty"),
+        ("What about it?", "not json", "history is not valid JSON"),
+        ("What about it?", '{"a": 1}', "history must be a JSON list"),
+        ("What about it?", "[42]", "history items must be"),
+    ],
+    ids=["too-long", "empty", "history-not-json", "history-not-list", "history-bad-item"],
+)
+def test_ask_endpoint_errors_are_clear(client, question, history, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(question, history, api_name="/ask")
+
+
+def test_upload_is_per_session_and_a_bad_one_is_explained(client, fake_server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    bad = tmp_path / "slides.pptx"
+    bad.write_bytes(b"PK\x03\x04")
+    chat, *_ = client.predict(handle_file(str(bad)), api_name="/load_document")
+    assert "Cannot load slides.pptx: only .txt and .md files" in chat[-1]["content"][0]["text"].replace(
+        "\\", ""
+    )
+
+    good = tmp_path / "fruit.txt"
+    good.write_text("Apples grow on trees in Shaanxi.\n蘋果長在陝西的樹上。\n", encoding="utf-8")
+    client.predict(handle_file(str(good)), api_name="/load_document")
+    mine = client.predict("Where do apples grow?", api_name="/chat")
+    theirs = Client(fake_server.url, verbose=False).predict("Where do apples grow?", api_name="/chat")
+    assert "Shaanxi" in mine[0][-1]["content"][0]["text"]
+    assert "Shaanxi" not in theirs[0][-1]["content"][0]["text"]  # another tab keeps the default document
+    assert len(theirs[0]) == 2  # and sees none of this tab's conversation
+
+
+def test_server_survives_a_failing_engine(client, fake_server, monkeypatch):
+    from gradio_client.exceptions import AppError
+
+    page = fake_server.app.bilingual_qa_page
+    monkeypatch.setattr(page.assistant, "ask", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(page.assistant, "ask_stream", lambda *a, **k: 1 / 0, raising=False)
+    with pytest.raises(AppError, match="answering failed on the server"):
+        client.predict("How many events?", api_name="/ask")
+    chat, *_ = client.predict("How many events?", api_name="/chat")
+    assert "Something went wrong" in chat[-1]["content"][0]["text"]
+    monkeypatch.undo()
+    assert client.predict("How many promotional events will Chongqing host?", api_name="/ask")["answered"]
+
+
+# --- integration: the real model, many clients, a real browser ------------------------------------
+
+
+@pytest.mark.integration
+def test_serve_command_serves_the_page_behind_a_password(tmp_path):
+    import httpx
+    from gradio_client import Client
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "app"), "BILINGUAL_QA_INDEX_DIR": str(tmp_path / "index")}
+    command = [sys.executable, "-m", "bilingual_qa.cli", "serve", "--port", str(port), "--auth", "ann:s3cret"]
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()  # printed once the page accepts connections
+        assert line.startswith(
+            f"bilingual-qa: serving ilstc-five-year-action-plan.txt at http://127.0.0.1:{port}/"
+        )
+        url = f"http://127.0.0.1:{port}/"
+        assert httpx.get(url + "config").status_code == 401  # nothing without the password
+        result = Client(url, auth=("ann", "s3cret"), verbose=False).predict(
+            "重庆将举办多少场推介活动？", api_name="/ask"
+        )
+        assert result["language"] == "zh-Hans" and result["answered"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+
+
+@pytest.fixture(scope="module")
+def real_server(real_assistant):
+    running, seconds = _start(real_assistant)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "web-startup.json").write_text(json.dumps({"server_ready_seconds": round(seconds, 3)}))
+    yield running
+    running.close()
+
+
+def _reference_questions(n: int) -> list[str]:
+    with open(ROOT / "eval" / "reference_qa.jsonl", encoding="utf-8") as fh:
+        cases = [json.loads(line) for line in fh if line.strip()]
+    by_language: dict[str, list[str]] = {}
+    for case in cases:
+        if case["answerable"] and not case.get("history"):
+            by_language.setdefault(case["language"], []).append(case["question"])
+    picked = [q for group in zip(*by_language.values(), strict=False) for q in group]
+    return picked[:n]
+
+
+@pytest.mark.integration
+def test_sixteen_concurrent_ask_calls_get_their_own_answers(real_server, real_assistant):
+    from gradio_client import Client
+
+    questions = _reference_questions(16)
+    expected = {q: real_assistant.ask(q) for q in questions}
+    assert len({a.text for a in expected.values()}) >= 12  # the questions really differ
+    client = Client(real_server.url, verbose=False)
+
+    def timed(question):
+        started = time.perf_counter()
+        result = client.predict(question, api_name="/ask")
+        return question, result, time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(timed, questions))
+    wall = time.perf_counter() - started
+    for question, result, _ in results:
+        want = expected[question]
+        assert result["question"] == question
+        assert (result["text"], result["language"]) == (want.text, want.language)
+        assert [c["paragraph_id"] for c in result["citations"]] == [c.paragraph_id for c in want.citations]
+    latencies = sorted(seconds for *_, seconds in results)
+    report = {
+        "calls": len(results),
+        "wall_seconds": round(wall, 3),
+        "throughput_per_second": round(len(results) / wall, 2),
+        "p50_seconds": round(statistics.median(latencies), 3),
+        "p95_seconds": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
+    }
+    (ARTIFACTS / "web-load.json").write_text(json.dumps(report, indent=2))
+    print("16 concurrent /ask:", report)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page_at(browser, real_server):
+    """Open the page in a fresh browser context with the given locale; record dialogs and requests."""
+    contexts = []
+
+    def open_page(locale="en-US"):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=locale)
+        contexts.append(context)
+        page = context.new_page()
+        page.dialogs = []
+        page.foreign_requests = []
+        page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+        local = real_server.url.rstrip("/")
+        page.on(
+            "request",
+            lambda request: (
+                None
+                if request.url.startswith((local, "data:", "blob:"))
+                else page.foreign_requests.append(request.url)
+            ),
+        )
+        page.goto(real_server.url)
+        # Labelled in the browser's language once the page has loaded.
+        ui = webpage.ui_language(locale)
+        page.wait_for_function(
+            "ui => document.querySelector('#bqa-ui input[value=\"' + ui + '\"]')?.checked",
+            arg=ui,
+            timeout=30_000,
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def _ask_in_page(page, question: str) -> None:
+    answers = page.locator("#bqa-chat [data-testid=bot]").count()
+    page.fill("#bqa-question textarea", question)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#bqa-chat [data-testid=bot]').length > n"
+        " && !document.querySelector('#bqa-chat [data-testid=bot]:last-of-type em')"
+        " && document.querySelector('#bqa-sources .bqa-question')",
+        arg=answers,
+        timeout=30_000,
+    )
+    # Streaming is over when the textbox is ready and the last answer stops growing.
+    page.wait_for_function(
+        """() => {
+            const bots = document.querySelectorAll('#bqa-chat [data-testid=bot]');
+            const text = bots[bots.length - 1].innerText;
+            const same = window.__bqaLast === text;
+            window.__bqaLast = text;
+            return same && text.length > 0;
+        }""",
+        polling=300,
+        timeout=30_000,
+    )
+
+
+@pytest.mark.integration
+def test_browser_answers_a_chinese_question_with_source_cards(page_at):
+    page = page_at("zh-TW")
+    question = "重慶將與哪些國家的駐華使領館搭建溝通協調機制？"
+    _ask_in_page(page, question)
+    answer = page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
+    assert "新加坡" in answer and "溝通協調機制" in answer and "[P10]" in answer
+    card = page.locator("#bqa-sources article.bqa-card").first
+    assert card.get_attribute("id") == "src-0-P10"
+    assert "新加坡、緬甸、柬埔寨、泰國、馬來西亞" in card.locator("mark").first.inner_text()
+    assert "Singapore, Myanmar" in card.inner_text()  # its aligned English translation, beside it
+    assert page.locator("#bqa-sources .bqa-title").inner_text() == "出處"
+    # The [P10] marker reveals its card.
+    page.locator("#bqa-chat a[href='#src-0-P10']").click()
+    page.wait_for_selector("#src-0-P10.bqa-flash", timeout=5_000)
+    assert page.url.rstrip("/") == page.url.split("#")[0].rstrip("/")  # no navigation
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-chat-zh.png"))
+    assert page.foreign_requests == []  # the page works offline: nothing but the server is asked
+
+
+@pytest.mark.integration
+def test_browser_follow_up_and_document_tab(page_at):
+    page = page_at("en-US")
+    _ask_in_page(page, "Which cities are sister cities of Chongqing?")
+    _ask_in_page(page, "And which of them are in Thailand?")
+    assert "Bangkok" in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
+    standalone = page.locator("#bqa-sources .bqa-standalone").inner_text()
+    assert "Which cities are sister cities of Chongqing? And which of them are in Thailand?" in standalone
+    # A marker of the first answer brings the first answer's sources back, at its card.
+    page.locator("#bqa-chat a[href^='#src-0-']").first.click()
+    page.wait_for_selector("#bqa-sources article[id^='src-0-'].bqa-flash", timeout=10_000)
+    assert page.locator("#bqa-sources .bqa-standalone").count() == 0
+    page.get_by_role("tab", name="Document").click()
+    table = page.locator("#bqa-document table.bqa-doc")
+    table.wait_for()
+    assert table.locator("thead").inner_text().split() == ["English", "中文"]
+    first = table.locator("tbody tr").first.inner_text()
+    assert "P1" in first and "P4" in first and "press conference" in first and "新聞發布會" in first
+    assert table.locator("tr.bqa-unpaired").count() >= 1  # P15 has no translation
+    assert "Translation/Xiong Lingsong" in table.locator("tr.bqa-unpaired").first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "web-document.png"), full_page=True)
+
+
+def _upload_in_page(page, path: Path) -> None:
+    notices = page.locator("#bqa-chat [data-testid=bot]").count()
+    # Gradio renders the upload button's file input beside the button.
+    page.locator("#bqa-upload").locator("xpath=..").locator("input[type=file]").set_input_files(str(path))
+    page.wait_for_function(
+        "n => document.querySelectorAll('#bqa-chat [data-testid=bot]').length > n",
+        arg=notices,
+        timeout=60_000,
+    )
+
+
+@pytest.mark.integration
+def test_browser_upload_is_used_in_this_tab_only(page_at, tmp_path):
+    tea = tmp_path / "tea.md"
+    lines = [
+        "# Tea notes",
+        "Oolong tea from Alishan is grown above 1000 metres.",
+        "Pu'er tea from Yunnan is aged for years before it is sold.",
+        "Longjing tea is pan-fired by hand in Hangzhou.",
+        "阿里山烏龍茶種植於海拔一千公尺以上。",
+        "雲南普洱茶在出售前要陳放多年。",
+        "龍井茶在杭州以手工炒製。",
+        "This line has no translation.",
+    ]
+    tea.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    page, other = page_at("en-US"), page_at("en-US")
+    _upload_in_page(page, tea)
+    assert "Loaded tea.md" in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
+    assert "tea.md" in page.locator("#bqa-status").inner_text()
+    assert page.locator("#bqa-examples").is_hidden()  # they are about the default document
+    _ask_in_page(page, "Where is the oolong tea grown?")
+    assert "Alishan" in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
+    card = page.locator("#bqa-sources article.bqa-card").first
+    assert "阿里山烏龍茶" in card.inner_text()  # the uploaded document's own alignment
+    # Another tab still has the default document.
+    assert "(default)" in other.locator("#bqa-status").inner_text()
+    # A wrong file is explained in the chat and changes nothing.
+    pdf = tmp_path / "notes.pdf"
+    pdf.write_bytes(b"%PDF-1.4 binary")
+    _upload_in_page(page, pdf)
+    assert (
+        "Cannot load notes.pdf: only .txt and .md files"
+        in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
+    )
+    assert "tea.md" in page.locator("#bqa-status").inner_text()
+    # The default document is one click away.
+    page.click("#bqa-default")
+    page.wait_for_function("() => document.querySelector('#bqa-status').innerText.includes('(default)')")
+    assert page.locator("#bqa-examples").is_visible()
+
+
+@pytest.mark.integration
+def test_browser_shows_a_script_injection_as_text(page_at):
+    page = page_at("en-US")
+    _ask_in_page(page, XSS)
+    page.wait_for_timeout(500)
+    user = page.locator("#bqa-chat [data-testid=user]").last
+    assert user.inner_text().strip() == XSS
+    assert user.locator("img").count() == 0 and user.locator("a").count() == 0
+    assert page.locator("#bqa-sources .bqa-question").inner_text() == XSS
+    assert page.evaluate("document.querySelectorAll('img[src=x]').length") == 0
+    assert page.dialogs == []
+    page.screenshot(path=str(ARTIFACTS / "web-xss.png"))
+
+
+@pytest.mark.integration
+def test_browser_language_toggle_relabels_the_page(page_at):
+    page = page_at("en-US")
+    assert page.locator("#bqa-send").inner_text() == "Ask"
+    page.locator("#bqa-ui label", has_text="简体中文").click()
+    page.wait_for_function("() => document.querySelector('#bqa-send').innerText === '提问'", timeout=10_000)
+    page.get_by_role("tab", name="文件").wait_for(timeout=10_000)
+    assert page.get_by_role("tab", name="问答").count() == 1
+    assert "默认" in page.locator("#bqa-status").inner_text()
