@@ -74,7 +74,11 @@ class Citation:
 
 @dataclass(frozen=True)
 class Answer:
-    """An answer in the question's language and script, with [P#] markers and its citations."""
+    """An answer in the question's language and script, with [P#] markers and its citations.
+
+    ``backend`` is "extractive" (quoted sentences) or "llm" (generated, and passed
+    every guardrail of :mod:`bilingual_qa.generation`).
+    """
 
     question: str
     text: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import language as lang
@@ -32,6 +32,11 @@ class Retrieved:
 class Assistant:
     """Answers English or Chinese questions about one bilingual document.
 
+    Answers are extractive (quoted sentences) unless ``settings.llm_url`` names an
+    OpenAI-compatible server: then an LLM writes them, held to the same
+    guarantees by :mod:`bilingual_qa.generation`'s guardrails, with the
+    extractive answer as the fallback.
+
     Args:
         document: a UTF-8 .txt/.md file; None for the embedded default document.
         settings: configuration; defaults to :meth:`Settings.from_env`.
@@ -40,6 +45,7 @@ class Assistant:
     Raises:
         DocumentError: the document cannot be read.
         ModelError: the embedding model cannot be loaded.
+        ConfigError: an LLM is configured but its client cannot be made.
     """
 
     def __init__(
@@ -65,6 +71,16 @@ class Assistant:
             self._retriever, top_k=settings.top_k, max_sentences=settings.max_answer_sentences
         )
         self._default_script = _dominant_script(self.index.document)
+        self._generator = None
+        if settings.llm_url:
+            from .generation import GenerativeAnswerer  # imports llama-index's LLM client: only when used
+
+            self._generator = GenerativeAnswerer(self._retriever, self._answerer, settings)
+
+    @property
+    def backend(self) -> str:
+        """The configured answer backend: "llm" or "extractive" (a fallback answer says so itself)."""
+        return "llm" if self._generator is not None else "extractive"
 
     @property
     def document(self) -> Document:
@@ -96,12 +112,70 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         started = time.perf_counter()
+        question, standalone, language, vector = self._prepare(question, history)
+        engine = self._generator or self._answerer
+        answer = engine.answer(standalone, language, vector)
+        return self._finish(answer, question, standalone, started)
+
+    def ask_stream(self, question: str, history: Iterable[object] | None = None) -> Iterator[str | Answer]:
+        """Answer one question as a stream: text chunks, then the complete :class:`Answer`.
+
+        Protocol: the iterator yields zero or more ``str`` chunks, then exactly one
+        :class:`Answer`, and stops. The chunks are provisional display text (with the
+        LLM backend, the model's raw tokens as they arrive); the Answer is
+        authoritative: its ``text`` always replaces what the chunks showed, because
+        the guardrails run on the completed text and may edit it (remove invented
+        [P#], convert the script) or replace it with the extractive answer
+        (``backend == "extractive"`` and ``fallback_reason`` set). With the
+        extractive backend the chunks are the answer text in a few pieces.
+
+        Args:
+            question: as for :meth:`ask`.
+            history: as for :meth:`ask`.
+
+        Returns:
+            The iterator described above.
+
+        Raises:
+            QuestionError: the question or history is invalid (raised by this call,
+                before any chunk).
+            ModelError: the question could not be embedded.
+        """
+        started = time.perf_counter()
+        question, standalone, language, vector = self._prepare(question, history)
+        return self._stream(question, standalone, language, vector, started)
+
+    def _stream(
+        self, question: str, standalone: str, language: str, vector, started: float
+    ) -> Iterator[str | Answer]:
+        if self._generator is not None:
+            answer = None
+            for item in self._generator.stream(standalone, language, vector):
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    yield item
+        else:
+            answer = self._answerer.answer(standalone, language, vector)
+            yield from _chunks(answer.text)
+        yield self._finish(answer, question, standalone, started)
+
+    def _prepare(self, question: object, history: Iterable[object] | None):
+        """Validate, condense and embed: (question, standalone question, answer language, vector)."""
         question = self.validate(question)
-        turns = as_turns(history)
-        standalone = condense(question, turns)
+        standalone = self._condense(question, as_turns(history))
         language = lang.question_language(question, self._default_script)
         vector = self.embedder.embed_queries([standalone])[0]
-        answer = self._answerer.answer(standalone, language, vector)
+        return question, standalone, language, vector
+
+    def _condense(self, question: str, turns: list) -> str:
+        """The standalone question: rewritten by the LLM when one is configured, else by rule."""
+        if self._generator is not None:
+            return self._generator.condense(question, turns)
+        return condense(question, turns)
+
+    @staticmethod
+    def _finish(answer: Answer, question: str, standalone: str, started: float) -> Answer:
         return dataclasses.replace(
             answer,
             question=question,
@@ -128,7 +202,7 @@ class Assistant:
             QuestionError: the question is invalid.
             ModelError: the question could not be embedded.
         """
-        standalone = condense(self.validate(question), as_turns(history))
+        standalone = self._condense(self.validate(question), as_turns(history))
         vector = self.embedder.embed_queries([standalone])[0]
         hits = self._retriever.search(standalone, vector, max(1, k or self.settings.top_k))
         paragraphs = self.index.document.paragraphs
@@ -148,6 +222,19 @@ class Assistant:
         if bad:
             raise QuestionError(f"the question contains a control character (U+{ord(bad[0]):04X})")
         return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def _chunks(text: str, pieces: int = 3) -> Iterator[str]:
+    """``text`` in about ``pieces`` consecutive chunks, cut after a space or punctuation when one is near."""
+    size = max(1, -(-len(text) // pieces))
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = max(text.rfind(ch, start + 1, end + 1) for ch in " ，。、,.")
+            end = cut + 1 if cut > start else end
+        yield text[start:end]
+        start = end
 
 
 def _dominant_script(document: Document) -> str:

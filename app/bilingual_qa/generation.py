@@ -1,0 +1,577 @@
+"""Generation: fluent answers from an LLM, held to the extractive engine's guarantees.
+
+An optional backend, used when ``Settings.llm_url`` is set. Retrieval is the same
+:class:`~bilingual_qa.retrieval.Retriever` the extractive answerer uses; the best
+paragraph pairs go to any OpenAI-compatible server (vLLM, llama.cpp server,
+Ollama's /v1, hosted APIs) through llama-index's ``OpenAILike``, as context
+blocks labelled with their paragraph ids. Every generated answer then passes the
+guardrails below; one that fails is replaced by the extractive answer, with
+``fallback_reason`` saying why and ``guardrails`` listing the checks that fired:
+
+- the document must not be silent: when the extractive answerer's calibrated
+  decision refuses, the LLM is not asked at all (``document_silent``);
+- transport: a timeout, a refused connection, an HTTP error, a malformed
+  response, empty output or output that hits the length cap all fall back;
+- refusal: the model's refusal sentence becomes ``answered=False`` in the
+  question's language (``model_refused``); a refusal that also cites is
+  ``ambiguous_refusal``;
+- leaks: a stretch of the instructions in the answer (``prompt_leak``);
+- language: the answer must be in the question's language (``wrong_language``);
+  Chinese in the other script is converted with OpenCC (``script_converted``);
+- citations: [P#] markers of paragraphs that were not retrieved are removed
+  (``invented_citation``); at least one valid marker must remain (``no_citation``),
+  and one cited paragraph (or its translation) must be one the extractive
+  answer quotes (``off_evidence``);
+- support: every number, and most key terms of every sentence, must occur in
+  the cited paragraphs or their translations (``unsupported_number``,
+  ``unsupported``); "how many"/"what date" answers need a quantity or a date
+  (``answer_type``). No LLM judges another LLM.
+
+Since the checks read the finished text, streamed tokens are provisional: the
+final :class:`~bilingual_qa.answering.Answer` is what counts.
+
+llama-index (and the openai client under it) is imported only here, and
+llama-index's global ``Settings`` is never touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import language as lang
+from .answering import Answer, Citation, ExtractiveAnswerer, expected_type, has_type
+from .chat import Turn, condense
+from .config import Settings
+from .document import Paragraph
+from .errors import ConfigError
+from .prompts import messages, template
+from .retrieval import Hit, Retriever
+
+logger = logging.getLogger(__name__)
+
+# Retrieved paragraph pairs shown to the LLM: the extractive answerer weighs the same three.
+CONTEXT_UNITS = 3
+# A paragraph longer than this is cut in the prompt (user documents can have huge ones).
+MAX_PARAGRAPH_CHARS = 2000
+# Support thresholds: share of an answer's checkable key terms found in the evidence.
+SUPPORT_MIN = 0.6
+SENTENCE_SUPPORT_MIN = 0.4
+SENTENCE_MIN_TERMS = 3
+# A server that ignores max_tokens is still cut off: no token is longer than this on average.
+CHARS_PER_TOKEN_CAP = 8
+# Shingle length for spotting the instructions in an answer (Chinese packs more per char).
+LEAK_SHINGLE = {"en": 32, "zh": 14}
+CONDENSE_CACHE = 64
+# A follow-up's rewrite must take this share of its terms from the conversation, and keep
+# this share of the terms of the rule-based standalone question (and of the follow-up's own).
+REWRITE_GROUNDED = 0.8
+REWRITE_KEPT = 0.5
+
+# Chat-template control tokens (<|im_end|>, <|eot_id|>…) must not reach the model as text.
+_SPECIAL_TOKENS = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>")
+_MARKER_GROUP = re.compile(r"[\[【［]\s*([Pp]\s*\d+(?:\s*[,，、;；/&]\s*(?:[Pp]\s*)?\d+)*)\s*[\]】］]")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+_SCRIPT_NAMES = {lang.HANT: "繁體中文", lang.HANS: "简体中文"}
+_SYSTEM = "system"
+_USER = "user"
+
+
+class _LLMFailure(Exception):
+    """The LLM gave no usable text; ``reason`` names why (it becomes the fallback reason)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def make_llm(settings: Settings) -> Any:
+    """A llama-index ``OpenAILike`` client for ``settings.llm_url`` (no request is made).
+
+    The API key is read from the environment variable ``settings.llm_api_key_env``
+    here and kept only inside the client; it is never logged nor put in errors.
+
+    Args:
+        settings: ``llm_url``, ``llm_model``, ``llm_timeout``, ``llm_max_tokens``,
+            ``llm_temperature`` and ``llm_api_key_env`` are used.
+
+    Returns:
+        The client, configured with no retries (a fallback beats a long wait).
+
+    Raises:
+        ConfigError: ``llm_url`` is unset or llama-index's OpenAI-like integration is missing.
+    """
+    if not settings.llm_url:
+        raise ConfigError("the LLM backend needs llm_url (BILINGUAL_QA_LLM_URL or --llm-url)")
+    try:
+        from llama_index.llms.openai_like import OpenAILike
+    except ImportError:
+        raise ConfigError(
+            "the LLM backend needs llama-index-llms-openai-like (pip install llama-index-llms-openai-like)"
+        ) from None
+    # Local servers want no key, but the openai client insists on one.
+    api_key = os.environ.get(settings.llm_api_key_env, "").strip() or "unused"
+    return OpenAILike(
+        model=settings.llm_model,
+        api_base=settings.llm_url,
+        api_key=api_key,
+        is_chat_model=True,
+        is_function_calling_model=False,
+        max_tokens=settings.llm_max_tokens,
+        temperature=settings.llm_temperature,
+        timeout=settings.llm_timeout,
+        max_retries=0,
+    )
+
+
+class GenerativeAnswerer:
+    """Answers with an LLM over the retrieved paragraphs; see the module docstring for the guardrails.
+
+    Args:
+        retriever: the retriever the extractive answerer uses.
+        extractive: the extractive answerer: its decision gates the LLM and its
+            answer is the fallback.
+        settings: the ``llm_*`` settings and ``top_k``.
+        llm: a llama-index LLM to use instead of :func:`make_llm` (tests).
+
+    Raises:
+        ConfigError: the LLM client cannot be made.
+    """
+
+    def __init__(
+        self, retriever: Retriever, extractive: ExtractiveAnswerer, settings: Settings, llm: Any = None
+    ) -> None:
+        self.retriever = retriever
+        self.extractive = extractive
+        self.settings = settings
+        self._llm = llm if llm is not None else make_llm(settings)
+        self._paragraphs = retriever.index.document.paragraphs
+        self._position = {p.id: i for i, p in enumerate(self._paragraphs)}
+        self._token_sets = [set(t) for t in retriever.tokens]
+        self._numbers = [_numbers(p.text) for p in self._paragraphs]
+        self._condensed: OrderedDict[tuple, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        # The client holds the API key; never show it.
+        return f"GenerativeAnswerer(model={self.settings.llm_model!r})"
+
+    def answer(self, question: str, language: str, query_vector: np.ndarray) -> Answer:
+        """Answer ``question`` (already validated and condensed) asked in ``language``.
+
+        Args:
+            question: the question text.
+            language: "en", "zh-Hant" or "zh-Hans".
+            query_vector: the question's normalized query embedding.
+
+        Returns:
+            The LLM's answer (``backend="llm"``) when it passes every guardrail,
+            else the extractive answer with ``fallback_reason`` set. Never raises
+            for LLM failures.
+        """
+        final = None
+        for item in self.stream(question, language, query_vector):
+            if isinstance(item, Answer):
+                final = item
+        assert final is not None  # stream always ends with an Answer
+        return final
+
+    def stream(self, question: str, language: str, query_vector: np.ndarray) -> Iterator[str | Answer]:
+        """Like :meth:`answer`, yielding the model's text deltas as they arrive, then the Answer.
+
+        The deltas are the raw, unchecked text; the final Answer's ``text`` is
+        authoritative (guardrails may edit it or replace it by the fallback).
+        """
+        baseline = self.extractive.answer(question, language, query_vector)
+        if not baseline.answered:
+            # The calibrated decision says the document is silent: no LLM may answer anyway.
+            yield baseline.text
+            yield dataclasses.replace(baseline, fallback_reason="document_silent")
+            return
+        hits = self.retriever.search(question, query_vector, self.settings.top_k)[:CONTEXT_UNITS]
+        context = self._context(hits, language)
+        scores = {self._paragraphs[m].id: h.score for h in hits for m in h.members}
+        system, user, instructions = self._prompt(question, language, context)
+        started = time.perf_counter()
+        pieces: list[str] = []
+        try:
+            for delta in self._generate([(_SYSTEM, system), (_USER, user)]):
+                pieces.append(delta)
+                yield delta
+        except _LLMFailure as exc:
+            yield _fallback(baseline, exc.reason, (), time.perf_counter() - started)
+            return
+        seconds = time.perf_counter() - started
+        yield self._check(
+            "".join(pieces), question, language, context, scores, baseline, instructions, seconds
+        )
+
+    def condense(self, question: str, turns: Sequence[Turn]) -> str:
+        """A standalone version of a follow-up question, rewritten by the LLM.
+
+        Only questions that :func:`bilingual_qa.chat.condense` treats as
+        follow-ups are sent; a failed call or an implausible rewrite (another
+        language, too long, losing the follow-up's own terms) gives that
+        function's result instead.
+
+        Args:
+            question: the validated question.
+            turns: earlier turns, oldest first.
+
+        Returns:
+            The standalone question (``question`` itself when it is not a follow-up).
+        """
+        fallback = condense(question, turns)
+        if fallback == question:
+            return question
+        key = (question, tuple((t.question, t.answer) for t in turns[-3:]))
+        with self._lock:
+            if key in self._condensed:
+                return self._condensed[key]
+        history = "\n".join(
+            f"User: {_clean(t.question)}\nAssistant: {_plain(_clean(t.answer))[:300]}" for t in turns[-3:]
+        )
+        prompt = template("condense").format(history=history, question=_clean(question))
+        try:
+            text = "".join(self._generate([(_USER, prompt)], max_chars=len(fallback) * 2 + 200))
+        except _LLMFailure as exc:
+            logger.info("condensing by LLM failed (%s); using the rule-based standalone question", exc.reason)
+            return fallback
+        rewritten = _first_line(text)
+        plausible = _plausible_rewrite(rewritten, question, fallback, turns, self.settings.max_question_chars)
+        result = rewritten if plausible else fallback
+        with self._lock:
+            self._condensed[key] = result
+            while len(self._condensed) > CONDENSE_CACHE:
+                self._condensed.popitem(last=False)
+        return result
+
+    def _context(self, hits: Sequence[Hit], language: str) -> list[Paragraph]:
+        """The paragraphs shown to the model: each unit's version in the question's language,
+        and both versions of the best unit (a fact may be in one version only).
+
+        Translations of every unit would double the prompt (and its latency) for
+        little: the support check reads the twins anyway.
+        """
+        chosen: list[Paragraph] = []
+        for rank, hit in enumerate(hits):
+            members = [self._paragraphs[m] for m in hit.members]
+            same = [p for p in members if lang.is_chinese(p.language) == lang.is_chinese(language)]
+            chosen.extend(members if rank == 0 or not same else same)
+        return chosen
+
+    def _prompt(self, question: str, language: str, context: Sequence[Paragraph]) -> tuple[str, str, str]:
+        """The system and user messages (rules; context blocks and question), and the bare instructions.
+
+        The instructions are both templates without the document, the question
+        and the refusal sentence: what an answer must never repeat.
+        """
+        family = "zh" if lang.is_chinese(language) else "en"
+        values = {
+            "refusal": messages(language)["refusal"],
+            "script_name": _SCRIPT_NAMES.get(language, ""),
+            "question": _clean(question),
+            "context": "\n\n".join(_block(p) for p in context),
+        }
+        system, user = template(f"system.{family}"), template(f"answer.{family}")
+        if family == "zh":  # the instructions are written in Simplified; speak the asker's script
+            system, user = lang.to_script(system, language), lang.to_script(user, language)
+        bare = dict.fromkeys(values, "\n") | {"script_name": values["script_name"]}
+        return system.format(**values), user.format(**values), system.format(**bare) + user.format(**bare)
+
+    def _generate(self, chat: Sequence[tuple[str, str]], max_chars: int | None = None) -> Iterator[str]:
+        """Stream the model's reply to ``chat`` ((role, text) pairs) as text deltas.
+
+        Raises:
+            _LLMFailure: the call failed, timed out, or its output hit the length cap.
+        """
+        from llama_index.core.llms import ChatMessage
+
+        limit = max_chars or self.settings.llm_max_tokens * CHARS_PER_TOKEN_CAP
+        # The client's timeout bounds each read; this bounds a server that trickles forever.
+        deadline = time.monotonic() + self.settings.llm_timeout
+        total = 0
+        try:
+            stream = self._llm.stream_chat([ChatMessage(role=role, content=text) for role, text in chat])
+            for chunk in stream:
+                delta = chunk.delta or ""
+                total += len(delta)
+                if total > limit or _finish_reason(chunk) == "length":
+                    raise _LLMFailure("output_capped")
+                if time.monotonic() > deadline:
+                    raise _LLMFailure("timeout")
+                if delta:
+                    yield delta
+        except _LLMFailure as exc:
+            logger.warning("LLM output unusable: %s", exc.reason)
+            raise
+        except Exception as exc:  # the client raises many types; none may crash an answer
+            reason = _failure_reason(exc)
+            # The exception's text can carry the server's reply or URL: log only its kind.
+            logger.warning("LLM call failed: %s (%s)", reason, type(exc).__name__)
+            raise _LLMFailure(reason) from None
+        if total == 0:
+            raise _LLMFailure("empty_output")
+
+    def _check(
+        self,
+        raw: str,
+        question: str,
+        language: str,
+        context: Sequence[Paragraph],
+        scores: dict[str, float],
+        baseline: Answer,
+        instructions: str,
+        seconds: float,
+    ) -> Answer:
+        """Run the guardrails on a finished generation; the checked Answer, or the fallback."""
+        fired: list[str] = []
+
+        def fail(reason: str) -> Answer:
+            logger.info("generated answer rejected (%s); using the extractive answer", reason)
+            return _fallback(baseline, reason, (*fired, reason), seconds)
+
+        allowed = {p.id for p in context}
+        cited: list[str] = []
+
+        def keep(match: re.Match[str]) -> str:
+            ids = ["P" + n for n in re.findall(r"\d+", match.group(1))]
+            valid = [i for i in ids if i in allowed]
+            if len(valid) < len(ids) and "invented_citation" not in fired:
+                fired.append("invented_citation")
+            cited.extend(i for i in valid if i not in cited)
+            return "".join(f"[{i}]" for i in valid)
+
+        text = _tidy(_MARKER_GROUP.sub(keep, _SPECIAL_TOKENS.sub("", raw)))
+        plain = _plain(text)
+        if not any(ch.isalnum() for ch in plain):
+            return fail("empty_output")
+        if _is_refusal(plain):
+            if cited:
+                return fail("ambiguous_refusal")
+            fired.append("model_refused")
+            return dataclasses.replace(
+                baseline,
+                text=messages(language)["refusal"],
+                answered=False,
+                citations=(),
+                backend="llm",
+                evidence_language=None,
+                guardrails=tuple(fired),
+                signals={**baseline.signals, "llm_seconds": round(seconds, 3)},
+            )
+        if _leaks(plain, instructions, language):
+            return fail("prompt_leak")
+        if lang.is_chinese(lang.question_language(plain, language)) != lang.is_chinese(language):
+            return fail("wrong_language")
+        if not cited:
+            return fail("no_citation")
+        if not self._shares_evidence(cited, baseline):
+            return fail("off_evidence")
+        if lang.is_chinese(language):
+            converted = lang.to_script(text, language)
+            if converted != text:
+                fired.append("script_converted")
+                text, plain = converted, _plain(converted)
+        evidence = [self._position[i] for i in cited]
+        evidence += [self._position[p.twin_id] for p in map(self._paragraph, cited) if p.twin_id]
+        if not _numbers(plain) <= set().union(*(self._numbers[i] for i in evidence)):
+            return fail("unsupported_number")
+        support = self._support(plain, evidence)
+        if support is None or support < SUPPORT_MIN:
+            return fail("unsupported")
+        needed = expected_type(question)
+        if needed is not None and not has_type(plain, needed):
+            return fail("answer_type")
+        citations = tuple(
+            Citation(
+                paragraph_id=p.id,
+                language=p.language,
+                text=p.text,
+                twin_id=p.twin_id,
+                score=round(scores.get(p.id, 0.0), 4),
+            )
+            for p in map(self._paragraph, cited)
+        )
+        return Answer(
+            question=question,
+            text=text,
+            language=language,
+            answered=True,
+            citations=citations,
+            backend="llm",
+            evidence_language=citations[0].language,
+            signals={**baseline.signals, "support": round(support, 3), "llm_seconds": round(seconds, 3)},
+            guardrails=tuple(fired),
+        )
+
+    def _shares_evidence(self, cited: Sequence[str], baseline: Answer) -> bool:
+        """Whether the answer cites a paragraph (or the twin of one) that the extractive answer quotes.
+
+        The calibrated extractive decision found its evidence there; an answer
+        built only on other paragraphs contradicts it.
+        """
+        quoted = {c.paragraph_id for c in baseline.citations} | {
+            c.twin_id for c in baseline.citations if c.twin_id
+        }
+        return any(i in quoted for i in cited)
+
+    def _paragraph(self, paragraph_id: str) -> Paragraph:
+        return self._paragraphs[self._position[paragraph_id]]
+
+    def _support(self, plain: str, evidence: Sequence[int]) -> float | None:
+        """Share of the answer's key terms found in the evidence; 0 when one sentence is mostly unsupported.
+
+        None when no term can be checked (Chinese words against English-only
+        evidence): such an answer cannot be verified.
+        """
+        tokens = set().union(*(self._token_sets[i] for i in evidence))
+        chinese = any(lang.is_chinese(self._paragraphs[i].language) for i in evidence)
+        english = any(not lang.is_chinese(self._paragraphs[i].language) for i in evidence)
+        found = total = 0
+        for sentence in _SENTENCE_END.split(plain):
+            terms = lang.key_terms(sentence)
+            # Chinese terms cannot be checked against English text, nor English words against Chinese.
+            checkable = [
+                t for t in terms if (chinese if lang.is_cjk(t[0]) else english or t.isdigit() or t in tokens)
+            ]
+            hits = sum(t in tokens for t in checkable)
+            if len(checkable) >= SENTENCE_MIN_TERMS and hits / len(checkable) < SENTENCE_SUPPORT_MIN:
+                return 0.0  # one invented sentence is enough to reject the answer
+            found, total = found + hits, total + len(checkable)
+        return found / total if total else None
+
+
+def _plausible_rewrite(
+    rewritten: str, question: str, rule: str, turns: Sequence[Turn], max_chars: int
+) -> bool:
+    """Whether the LLM's standalone question may replace the rule's (``rule``).
+
+    It must be in the follow-up's language, of sane length and without markers;
+    add something from the conversation; take (nearly) all its terms from the
+    conversation; and keep most of the terms the rule's version would search for.
+    """
+    if not rewritten or len(rewritten) > max_chars or _MARKER_GROUP.search(rewritten):
+        return False
+    if lang.is_chinese(lang.question_language(rewritten)) != lang.is_chinese(
+        lang.question_language(question)
+    ):
+        return False
+    terms = set(lang.key_terms(rewritten))
+    conversation = [question, *(text for turn in turns for text in (turn.question, turn.answer))]
+    said = {term for text in conversation for term in lang.key_terms(text)}
+    return (
+        bool(terms - set(lang.key_terms(question)))
+        and _share(terms, said) >= REWRITE_GROUNDED
+        and _share(lang.key_terms(rule), terms) >= REWRITE_KEPT
+        and _share(lang.key_terms(question), terms) >= REWRITE_KEPT
+    )
+
+
+def _share(items: Iterable[str], pool: set[str]) -> float:
+    """Share of ``items`` found in ``pool`` (1 when there are none)."""
+    items = list(items)
+    return sum(i in pool for i in items) / len(items) if items else 1.0
+
+
+def _fallback(baseline: Answer, reason: str, fired: tuple[str, ...], seconds: float = 0.0) -> Answer:
+    """The extractive answer, flagged as standing in for the generated one."""
+    signals = {**baseline.signals, "llm_seconds": round(seconds, 3)} if seconds else baseline.signals
+    return dataclasses.replace(baseline, fallback_reason=reason, guardrails=fired, signals=signals)
+
+
+def _block(paragraph: Paragraph) -> str:
+    """One context block: the paragraph id, then its (cleaned, capped) text."""
+    text = _clean(paragraph.text)
+    if len(text) > MAX_PARAGRAPH_CHARS:
+        text = text[:MAX_PARAGRAPH_CHARS] + "…"
+    return f"[{paragraph.id}] {text}"
+
+
+def _clean(text: str) -> str:
+    """Text safe to place in a prompt: no chat-template control tokens, no [P#]-like markers."""
+    # A document or question must not forge a context block or a citation.
+    return _MARKER_GROUP.sub(" ", _SPECIAL_TOKENS.sub(" ", text)).strip()
+
+
+def _plain(text: str) -> str:
+    """Text without [P#] markers, whitespace collapsed."""
+    return " ".join(_MARKER_GROUP.sub(" ", text).split())
+
+
+def _tidy(text: str) -> str:
+    """Collapse the spaces left where markers were removed."""
+    text = re.sub(r"[ \t]+", " ", text.strip())
+    return re.sub(r" +(?=[.,;:!?。，；：！？、])", "", text)
+
+
+def _first_line(text: str) -> str:
+    """The first non-empty line of a model reply, without a label or quotes."""
+    for line in _SPECIAL_TOKENS.sub("", text).splitlines():
+        line = re.sub(r"^\s*(?:standalone question|question|问题|問題)\s*[:：]\s*", "", line, flags=re.I)
+        line = line.strip().strip("\"'“”「」")
+        if line:
+            return line
+    return ""
+
+
+def _numbers(text: str) -> set[str]:
+    """The numbers written with digits in ``text`` ("10", "2023")."""
+    return {a for a in lang.anchors(text) if a.replace(".", "").isdigit()}
+
+
+def _refusal_openings() -> tuple[str, ...]:
+    """The opening clause of each localized refusal sentence, normalized."""
+    openings = []
+    for language in (lang.EN, lang.HANT, lang.HANS):
+        refusal = lang.normalize(messages(language)["refusal"])
+        openings.append(re.split(r"[.,。，]", refusal)[0].strip())
+    return tuple(dict.fromkeys(o for o in openings if o))
+
+
+def _is_refusal(plain: str) -> bool:
+    """Whether the model said the localized refusal sentence (in any of the three languages)."""
+    normalized = lang.normalize(plain)
+    return any(opening in normalized for opening in _refusal_openings())
+
+
+def _leaks(plain: str, instructions: str, language: str) -> bool:
+    """Whether the answer repeats a stretch of the instructions (the rules, not the document)."""
+    size = LEAK_SHINGLE["zh" if lang.is_chinese(language) else "en"]
+    secret = re.sub(r"\s+", " ", lang.normalize(instructions))
+    answer = re.sub(r"\s+", " ", lang.normalize(plain))
+    shingles = {secret[i : i + size] for i in range(len(secret) - size + 1)} - {""}
+    return any(answer[i : i + size] in shingles for i in range(len(answer) - size + 1))
+
+
+def _finish_reason(chunk: Any) -> str | None:
+    """The OpenAI finish_reason of a streamed chunk, when the server sent one."""
+    choices = getattr(getattr(chunk, "raw", None), "choices", None) or ()
+    return getattr(choices[0], "finish_reason", None) if choices else None
+
+
+def _failure_reason(exc: Exception) -> str:
+    """A short, secret-free name for why an LLM call failed."""
+    import httpx
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError | ConnectionError):
+        return "connection_error"
+    if isinstance(exc, openai.APIStatusError):
+        return "http_error"
+    if isinstance(
+        exc, ValueError | KeyError | TypeError | AttributeError | openai.APIResponseValidationError
+    ):
+        return "malformed_response"  # json.JSONDecodeError is a ValueError
+    return "llm_error"
