@@ -565,7 +565,7 @@ def test_sixteen_concurrent_ask_calls_get_their_own_answers(real_server, real_as
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the README test command does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

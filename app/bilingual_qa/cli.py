@@ -30,6 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--index-dir", metavar="DIR", help="where built indexes are kept")
     common.add_argument("--cache-dir", metavar="DIR", help="where materialized models are kept")
     common.add_argument("--threads", type=int, metavar="N", help="CPU threads for the embedding model")
+    common.add_argument(
+        "--llm-url",
+        metavar="URL",
+        help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1) to write answers with an LLM; "
+        "key from BILINGUAL_QA_LLM_API_KEY (default: extractive answers, no LLM)",
+    )
+    common.add_argument("--llm-model", metavar="NAME", help="model name sent to the LLM server")
+    common.add_argument("--llm-timeout", type=float, metavar="SECONDS", help="time for one LLM answer (60)")
+    common.add_argument("--llm-max-tokens", type=int, metavar="N", help="cap on generated tokens (400)")
     common.add_argument("--json", action="store_true", help="print results as JSON (readable Chinese)")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
@@ -50,6 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument(
         "path", nargs="?", metavar="PATH", help="document to index (default: --document or the embedded one)"
     )
+    ev = commands.add_parser(
+        "eval", parents=[common], help="score answers on a reference Q&A set and gate on the baseline"
+    )
+    ev.add_argument("--set", dest="reference_set", metavar="PATH", help="eval/reference_qa.jsonl by default")
+    ev.add_argument("--report", metavar="DIR", help="where report.json and report.html go (eval/reports/)")
+    ev.add_argument("--baseline", metavar="PATH", help="baseline to gate on (eval/baseline.json)")
+    ev.add_argument("--update-baseline", action="store_true", help="record this run as the new baseline")
+    ev.add_argument("--top-k", type=int, metavar="K", help="paragraph pairs retrieved per question")
+    serve = commands.add_parser("serve", parents=[common], help="serve the chat web page")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, help="TCP port (default: 7860)")
+    serve.add_argument("--auth", metavar="USER:PASS", help="require this user name and password")
+    serve.add_argument("--top-k", type=int, metavar="K", help="paragraph pairs retrieved per question")
+    bench = commands.add_parser(
+        "bench", parents=[common], help="measure start-up, answer latency, build time, scale and memory"
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer repeats, smaller corpora (a smoke test)")
+    bench.add_argument(
+        "--report", metavar="DIR", help="where report.json/.html and the plot go (eval/reports/bench/)"
+    )
     return parser
 
 
@@ -62,6 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "index":
             return _index(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "bench":
+            return _bench(args)
+        if args.command == "eval":
+            from .evaluation import run_cli
+
+            return run_cli(args, _assistant)
         return _ask(args)
     except BilingualQAError as exc:
         print(f"bilingual-qa: error: {exc}", file=sys.stderr)
@@ -82,6 +119,10 @@ def _assistant(args: argparse.Namespace, document: str | None = None):
         cache_dir=args.cache_dir,
         threads=args.threads,
         top_k=getattr(args, "top_k", None),
+        llm_url=getattr(args, "llm_url", None),
+        llm_model=getattr(args, "llm_model", None),
+        llm_timeout=getattr(args, "llm_timeout", None),
+        llm_max_tokens=getattr(args, "llm_max_tokens", None),
     )
     return Assistant(settings=settings)
 
@@ -95,6 +136,28 @@ def _index(args: argparse.Namespace) -> int:
         width = max(len(k) for k in stats)
         for key, value in stats.items():
             print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmark import run_cli
+    from .config import Settings
+
+    settings = Settings.from_env(
+        document=args.document,
+        model=args.model,
+        engine=args.engine,
+        cache_dir=args.cache_dir,
+        threads=args.threads,
+    )
+    return run_cli(args, settings)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import web
+
+    auth = web.parse_auth(args.auth)  # a bad --auth fails before the model loads
+    web.serve(_assistant(args), host=args.host, port=args.port, auth=auth)
     return 0
 
 
