@@ -121,26 +121,27 @@ def test_simple_vector_store_gives_the_same_hits_as_faiss(tmp_path, fake_embedde
         assert ranked(reloaded, q) == expected
 
 
-def test_large_collections_switch_to_hnsw_with_high_recall():
+def test_large_collections_switch_to_ivf_with_high_recall():
     import faiss
 
-    from bilingual_qa.index import FaissSearch, make_faiss_index
+    from bilingual_qa.index import EXACT_SEARCH_LIMIT, FaissSearch, make_faiss_index, train_faiss_index
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(50, 64))
-    vectors = (centers[rng.integers(0, 50, 5000)] + 0.3 * rng.normal(size=(5000, 64))).astype(np.float32)
+    vectors = (centers[rng.integers(0, 50, 40000)] + 0.3 * rng.normal(size=(40000, 64))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     assert isinstance(make_faiss_index(64, 10), faiss.IndexFlatIP)
-    hnsw = make_faiss_index(64, 10**6)
-    assert isinstance(hnsw, faiss.IndexHNSWFlat)
-    hnsw.add(vectors)
+    ivf = make_faiss_index(64, EXACT_SEARCH_LIMIT + 1)
+    assert isinstance(ivf, faiss.IndexIVFFlat)
+    train_faiss_index(ivf, vectors)
+    ivf.add(vectors)
     exact = faiss.IndexFlatIP(64)
     exact.add(vectors)
     queries = vectors[:100] + 0.05 * rng.normal(size=(100, 64)).astype(np.float32)
     recall = np.mean(
         [
             len(
-                {i for i, _ in FaissSearch(hnsw).search(q, 10)}
+                {i for i, _ in FaissSearch(ivf).search(q, 10)}
                 & {i for i, _ in FaissSearch(exact).search(q, 10)}
             )
             / 10

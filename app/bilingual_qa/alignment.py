@@ -85,14 +85,34 @@ def pair_scores(
         score = (_excluded_z(sim, axis=1) + _excluded_z(sim, axis=0)) / 2
     else:
         score = np.full(sim.shape, MIN_SCORE + 1.0)
-    for a, ep in enumerate(english):
-        ea = lang.anchors(ep.text)
-        for b, zp in enumerate(chinese):
-            za = lang.anchors(zp.text)
-            if ea and za:
-                score[a, b] += _ANCHOR_WEIGHT * (2 * len(ea & za) / (len(ea) + len(za)) - 0.5)
-            score[a, b] -= _LENGTH_WEIGHT * _length_mismatch(ep.text, zp.text)
+    # Whole-matrix arithmetic, not a loop over pairs: a 10,000-paragraph document has 25M pairs.
+    score += _ANCHOR_WEIGHT * _anchor_agreement(english, chinese)
+    english_length = np.array([len(p.text) for p in english], dtype=np.float64)
+    chinese_length = np.array([len(p.text) for p in chinese], dtype=np.float64)
+    score -= _LENGTH_WEIGHT * _length_mismatch(english_length[:, None], chinese_length[None, :])
     return score
+
+
+def _anchor_agreement(english: Sequence[Paragraph], chinese: Sequence[Paragraph]) -> np.ndarray:
+    """Dice overlap of each pair's anchors minus 0.5, or 0 where either side has none."""
+    english_anchors = [lang.anchors(p.text) for p in english]
+    chinese_anchors = [lang.anchors(p.text) for p in chinese]
+    # Shared anchors counted through an inverted index: only pairs that share one are touched.
+    rows: dict[str, list[int]] = {}
+    for a, found in enumerate(english_anchors):
+        for anchor in found:
+            rows.setdefault(anchor, []).append(a)
+    shared = np.zeros((len(english), len(chinese)), dtype=np.float64)
+    for b, found in enumerate(chinese_anchors):
+        for anchor in found:
+            if anchor in rows:
+                shared[rows[anchor], b] += 1
+    english_count = np.array([len(x) for x in english_anchors], dtype=np.float64)[:, None]
+    chinese_count = np.array([len(x) for x in chinese_anchors], dtype=np.float64)[None, :]
+    both = (english_count > 0) & (chinese_count > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dice = 2 * shared / (english_count + chinese_count) - 0.5
+    return np.where(both, dice, 0.0)
 
 
 def _excluded_z(sim: np.ndarray, axis: int) -> np.ndarray:
@@ -105,44 +125,52 @@ def _excluded_z(sim: np.ndarray, axis: int) -> np.ndarray:
     return (sim - mean) / np.sqrt(np.maximum(var, 1e-8))
 
 
-def _length_mismatch(english: str, chinese: str) -> float:
-    """How far the length ratio is from a typical translation (0 = typical)."""
+def _length_mismatch(english_length: np.ndarray, chinese_length: np.ndarray) -> np.ndarray:
+    """How far each length ratio is from a typical translation (0 = typical)."""
     # Measured on English↔Chinese press translations: about 1.7 English
     # characters per Chinese character.
-    ratio = (len(english) + 10) / (len(chinese) * 1.7 + 10)
-    return abs(float(np.log(ratio)))
+    ratio = (english_length + 10) / (chinese_length * 1.7 + 10)
+    return np.abs(np.log(ratio))
 
 
 def monotonic_matches(scores: np.ndarray, min_score: float) -> list[tuple[int, int]]:
     """Order-preserving matching maximizing the total (score − min_score) of kept pairs.
 
     A pair directly after another pair (both sides advance by one) earns a run bonus.
+    Ties go, in this order, to: skipping the row after a non-pair, after a pair,
+    skipping the column after a non-pair, after a pair.
     """
     n, m = scores.shape
-    gain = scores - min_score
-    # best[s, i, j]: best total over the first i rows and j columns; s=1 when (i-1, j-1) is a pair.
-    best = np.full((2, n + 1, m + 1), -np.inf)
-    best[0, :, 0] = 0.0
-    best[0, 0, :] = 0.0
-    back: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+    # best0/best1[i, j]: best total over the first i rows and j columns, where best1 means
+    # (i-1, j-1) is a pair. Row by row, each a handful of vector operations (O(n) Python
+    # steps, not O(n·m)); back pointers are one byte per cell.
+    best0 = np.zeros(m + 1)
+    best1 = np.full(m + 1, -np.inf)
+    came0 = np.zeros((n + 1, m + 1), dtype=np.int8)  # 0/1: from (0/1, i-1, j); 2/3: from (0/1, i, j-1)
+    came1 = np.zeros((n + 1, m + 1), dtype=np.int8)  # the state of (i-1, j-1)
     for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            skips = [(best[s, i - 1, j], (s, i - 1, j)) for s in (0, 1)]
-            skips += [(best[s, i, j - 1], (s, i, j - 1)) for s in (0, 1)]
-            value, origin = max(skips, key=lambda t: t[0])
-            best[0, i, j] = value
-            back[(0, i, j)] = origin
-            after_pair = best[1, i - 1, j - 1] + _RUN_BONUS + gain[i - 1, j - 1]
-            after_skip = best[0, i - 1, j - 1] + gain[i - 1, j - 1]
-            # A pair must pay for itself: on its own, or as the continuation of a run.
-            if gain[i - 1, j - 1] + _RUN_BONUS > 0:
-                state = 1 if after_pair > after_skip else 0
-                best[1, i, j] = max(after_pair, after_skip)
-                back[(1, i, j)] = (state, i - 1, j - 1)
+        gain = scores[i - 1] - min_score
+        after_pair = best1[:-1] + _RUN_BONUS + gain
+        after_skip = best0[:-1] + gain
+        row1 = np.full(m + 1, -np.inf)
+        # A pair must pay for itself: on its own, or as the continuation of a run.
+        row1[1:] = np.where(gain + _RUN_BONUS > 0, np.maximum(after_pair, after_skip), -np.inf)
+        came1[i, 1:] = after_pair > after_skip
+        up = np.maximum(best0, best1)  # skip row i-1
+        up_state = (best1 > best0).astype(np.int8)  # ties go to the non-pair state
+        candidate = up.copy()
+        candidate[1:] = np.maximum(up[1:], row1[:-1])  # or skip column j-1 after a pair
+        candidate[0] = 0.0
+        row0 = np.maximum.accumulate(candidate)  # or skip column j-1 after a non-pair
+        came0[i, 1:] = np.where(up[1:] == row0[1:], up_state[1:], np.where(row0[:-1] == row0[1:], 2, 3))
+        best0, best1 = row0, row1
     matches: list[tuple[int, int]] = []
-    node = (int(best[1, n, m] > best[0, n, m]), n, m)
-    while node[1] > 0 and node[2] > 0:
-        if node[0] == 1:
-            matches.append((node[1] - 1, node[2] - 1))
-        node = back[node]
+    state, i, j = int(best1[m] > best0[m]), n, m
+    while i > 0 and j > 0:
+        if state == 1:
+            matches.append((i - 1, j - 1))
+            state, i, j = int(came1[i, j]), i - 1, j - 1
+        else:
+            step = int(came0[i, j])
+            state, i, j = (step, i - 1, j) if step < 2 else (step - 2, i, j - 1)
     return matches[::-1]

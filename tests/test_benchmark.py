@@ -1,0 +1,170 @@
+"""Benchmark suite: its synthetic data and report plumbing (fast), and a --quick smoke run (integration).
+
+Times are never asserted: the machine is shared. The smoke run checks that every
+stage ran and produced finite, non-negative numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bilingual_qa import benchmark
+from bilingual_qa.benchmark import (
+    BenchReport,
+    Measurement,
+    ReplayEmbedder,
+    ScalePoint,
+    Target,
+    clustered_vectors,
+    format_table,
+    synthetic_document,
+    write_report,
+)
+from bilingual_qa.document import read_document
+
+
+def test_synthetic_document_numbers_each_copy_in_both_languages():
+    base = read_document()
+    doc = synthetic_document(base, 3)
+    assert len(doc.paragraphs) == 3 * len(base.paragraphs)
+    assert [p.language for p in doc.paragraphs] == [p.language for p in base.paragraphs] * 3
+    third = doc.paragraphs[2 * len(base.paragraphs)]
+    assert (
+        third.text.startswith("(Part 3) ") if third.language == "en" else third.text.startswith("（第3部分）")
+    )
+    assert synthetic_document(base, 3).sha256 == doc.sha256  # deterministic
+
+
+def test_a_synthetic_file_reopens_the_index_built_for_it(fake_embedder, settings, tmp_path):
+    from bilingual_qa import Assistant
+    from bilingual_qa.benchmark import synthetic_text
+    from bilingual_qa.index import open_index
+
+    base = read_document()
+    doc = synthetic_document(base, 2)
+    path = tmp_path / doc.name
+    path.write_bytes(synthetic_text(base, 2)[0].encode("utf-8"))
+    settings = settings.replace(document=path)
+    open_index(doc, fake_embedder, settings)
+    calls = fake_embedder.calls
+    bot = Assistant(settings=settings, embedder=fake_embedder)
+    assert fake_embedder.calls == calls  # neither rebuilt nor re-detected
+    assert bot.index.document.sha256 == doc.sha256
+
+
+def test_clustered_vectors_are_deterministic_unit_vectors():
+    a = clustered_vectors(500, 32, seed=0)
+    assert a.shape == (500, 32) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a, clustered_vectors(500, 32, seed=0))
+    assert not np.array_equal(a, clustered_vectors(500, 32, seed=1))
+
+
+def test_replay_embedder_perturbs_base_vectors_and_encodes_queries_for_real(fake_embedder, settings):
+    from bilingual_qa.index import build_index
+
+    base = read_document()
+    index = build_index(base, fake_embedder)
+    replay = ReplayEmbedder(fake_embedder, index)
+    doc = synthetic_document(base, 2)
+    vectors = replay.embed_passages([p.text for p in doc.paragraphs])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    n = len(base.paragraphs)
+    # Copies are near-duplicates of the base paragraph, not identical to each other.
+    assert np.all(np.sum(vectors[:n] * index.paragraph_vectors, axis=1) > 0.99)
+    assert not np.array_equal(vectors[:n], vectors[n:])
+    calls = fake_embedder.calls
+    replay.embed_queries(["question"])
+    assert fake_embedder.calls == calls + 1
+
+
+def test_questions_never_repeat():
+    stream = benchmark._question_stream()
+    questions = [next(stream) for _ in range(2000)]
+    assert len(set(questions)) == 2000
+    assert {lang for lang, _ in questions} == {"en", "zh"}
+
+
+def _report() -> BenchReport:
+    return BenchReport(
+        quick=True,
+        started="2025-01-01T00:00:00+0000",
+        seconds=1.0,
+        machine={"cores": 2, "load_average_before": [1.0, 1.0, 1.0], "load_average_after": None},
+        measurements=(Measurement("answer_en", "warm answer (en)", "ms", (30.0, 40.0, 50.0)),),
+        targets=(
+            Target("warm_p50_en", "warm answer p50 ÷ encoding p50 (en) ≤ 1.3", 1.1, 1.3, True),
+            Target("web_ready", "web server ready ≤ 8 s", None, 8.0, None, "no web module"),
+        ),
+        scale=(
+            ScalePoint(17, 53, 40.0, 60.0, 0.01, 8.0),
+            ScalePoint(1700, 5300, 45.0, 70.0, 2.0, 800.0),
+        ),
+    )
+
+
+@pytest.mark.parametrize("matplotlib", [True, False])
+def test_report_files_with_png_or_svg_fallback(tmp_path, monkeypatch, matplotlib):
+    if not matplotlib:
+        monkeypatch.setattr(benchmark, "_plot_png", lambda report: None)
+    paths = write_report(_report(), tmp_path / "bench")
+    assert json.loads(paths["json"].read_text())["targets"][1]["met"] is None
+    page = paths["html"].read_text()
+    assert ("data:image/png;base64," in page) == (paths["plot"].suffix == ".png")
+    assert "<svg" in page or paths["plot"].suffix == ".png"
+    assert "skipped" in page and "no web module" in page
+
+
+def test_table_shows_medians_ratios_and_skips():
+    table = format_table(_report())
+    assert "warm answer (en)" in table and "40" in table
+    assert "met" in table and "skipped" in table and "no web module" in table
+
+
+def test_cli_bench_prints_json_and_writes_the_report(tmp_path, monkeypatch, capsys):
+    from bilingual_qa import cli
+
+    seen = {}
+
+    def fake_run(settings, quick=False, progress=None):
+        seen["quick"] = quick
+        return _report()
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake_run)
+    assert cli.main(["bench", "--quick", "--json", "--report", str(tmp_path)]) == 0
+    assert seen["quick"] is True
+    assert json.loads(capsys.readouterr().out)["quick"] is True
+    assert (tmp_path / "report.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    from bilingual_qa.config import Settings
+
+    base = Settings.from_env()
+    return benchmark.run_benchmark(base.replace(threads=min(2, base.threads)), quick=True)
+
+
+@pytest.mark.integration
+def test_quick_benchmark_measures_every_stage(quick_report, tmp_path):
+    names = {m.name for m in quick_report.measurements}
+    for name in ("cold_cli_answer", "index_cold_cli", "warm_process_rss", "answer_en", "encode_zh",
+                 "encode_rate", "build_rate", "search_latency", "search_recall"):  # fmt: skip
+        assert name in names
+    for m in quick_report.measurements:
+        assert m.samples and all(math.isfinite(s) and s >= 0 for s in m.samples), m.name
+        if m.unit != "":  # recall is a fraction; every time, size and rate is positive
+            assert m.median > 0, m.name
+    assert len(quick_report.targets) >= 10
+    for t in quick_report.targets:
+        assert (t.value is None and t.met is None and t.note) or (math.isfinite(t.value) and t.value >= 0), t
+    assert len(quick_report.scale) == 2
+    for p in quick_report.scale:
+        assert all(math.isfinite(x) and x > 0 for x in (p.answer_p50_ms, p.answer_p95_ms, p.encode_seconds))
+    paths = write_report(quick_report, tmp_path)
+    assert paths["plot"].stat().st_size > 0
+    json.loads(quick_report.to_json())
