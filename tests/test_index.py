@@ -149,3 +149,21 @@ def test_large_collections_switch_to_ivf_with_high_recall():
         ]
     )
     assert recall >= 0.98
+
+
+def test_build_encodes_each_distinct_text_once(fake_embedder):
+    encoded: list[str] = []
+    original = fake_embedder.embed_passages
+
+    def spy(texts):
+        encoded.extend(texts)
+        return original(texts)
+
+    fake_embedder.embed_passages = spy
+    doc = read_document()
+    index = build_index(doc, fake_embedder)
+    passages = [p.text for p in doc.paragraphs] + [s.text for p in doc.paragraphs for s in p.sentences]
+    assert len(encoded) == len(set(encoded)) == len(set(passages)) < len(passages)
+    one_sentence = next(i for i, p in enumerate(doc.paragraphs) if len(p.sentences) == 1)
+    row = index.sentence_range(one_sentence)[0]
+    np.testing.assert_array_equal(index.paragraph_vectors[one_sentence], index.sentence_vectors[row])

@@ -153,7 +153,12 @@ def build_index(document: Document, embedder: Embedder, vector_store: str = "fai
     started = time.perf_counter()
     texts = [p.text for p in document.paragraphs]
     sentences = [(i, s.text) for i, p in enumerate(document.paragraphs) for s in p.sentences]
-    vectors = embedder.embed_passages(texts + [s for _, s in sentences])
+    passages = texts + [s for _, s in sentences]
+    # A one-sentence paragraph is its own sentence (and documents repeat lines): encode
+    # each distinct text once; encoding is nearly all of a build's cost.
+    distinct = {text: row for row, text in enumerate(dict.fromkeys(passages))}
+    encoded = embedder.embed_passages(list(distinct))
+    vectors = encoded[[distinct[text] for text in passages]]
     paragraph_vectors = vectors[: len(texts)]
     sentence_vectors = vectors[len(texts) :]
     pairs = alignment.align(document.paragraphs, paragraph_vectors)
