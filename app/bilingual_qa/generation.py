@@ -300,6 +300,7 @@ class GenerativeAnswerer:
         # The client's timeout bounds each read; this bounds a server that trickles forever.
         deadline = time.monotonic() + self.settings.llm_timeout
         total = 0
+        stream = None
         try:
             stream = self._llm.stream_chat([ChatMessage(role=role, content=text) for role, text in chat])
             for chunk in stream:
@@ -319,6 +320,12 @@ class GenerativeAnswerer:
             # The exception's text can carry the server's reply or URL: log only its kind.
             logger.warning("LLM call failed: %s (%s)", reason, type(exc).__name__)
             raise _LLMFailure(reason) from None
+        finally:
+            # Close an abandoned stream now: left open (the traceback keeps it alive), its HTTP
+            # response holds the server's only slot and every later request waits behind it.
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         if total == 0:
             raise _LLMFailure("empty_output")
 
