@@ -37,6 +37,7 @@ llama-index's global ``Settings`` is never touched.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import re
@@ -321,11 +322,15 @@ class GenerativeAnswerer:
             logger.warning("LLM call failed: %s (%s)", reason, type(exc).__name__)
             raise _LLMFailure(reason) from None
         finally:
-            # Close an abandoned stream now: left open (the traceback keeps it alive), its HTTP
-            # response holds the server's only slot and every later request waits behind it.
+            # Close an abandoned stream now, on this thread. Left to the garbage collector,
+            # the openai stream's finalizer closes its HTTP response whenever a collection
+            # happens to run, once seen inside httpcore's connection-pool lock: a deadlock
+            # that hung the next request for good (SmolLM2 eval, case hans-004).
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+            stream = None
+            gc.collect()
         if total == 0:
             raise _LLMFailure("empty_output")
 
