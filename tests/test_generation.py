@@ -9,12 +9,14 @@ llama.cpp server: its answers are poor, which is the point.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import logging
 import os
 import re
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -260,6 +262,55 @@ def test_timeout_falls_back(make_bot, llm_server):
     answer = make_bot(llm_timeout=0.5).ask(THAILAND)
     assert (answer.backend, answer.fallback_reason) == ("extractive", "timeout")
     assert time.perf_counter() - started < 3.0  # no retries
+
+
+class OneSlotLLM(ScriptedLLM):
+    """The scripted server answering one request at a time, like a llama.cpp server with one slot."""
+
+    process_request = socketserver.TCPServer.process_request
+
+
+@pytest.fixture
+def one_slot_server():
+    server = OneSlotLLM()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_capped_endless_stream_does_not_stall_the_next_request(make_bot, one_slot_server):
+    # Regression: the client's abandoned stream sat in a reference cycle, its HTTP response open,
+    # holding the server's only slot until some later garbage collection closed it, once from
+    # inside httpcore's pool lock, which hung the next request for good.
+    import httpx
+
+    bot = make_bot(llm_url=one_slot_server.url, llm_timeout=5.0)
+    gc.collect()
+    gc.disable()  # only an explicit close may free the slot, as when no collection happens to run
+    try:
+        for _ in range(2):
+            one_slot_server.mode = "endless"
+            capped = _ask_within(bot, THAILAND, seconds=20)
+            assert capped.fallback_reason == "output_capped"
+            responses = [o for o in gc.get_objects() if isinstance(o, httpx.Response)]
+            assert [r for r in responses if not r.is_closed] == []
+            one_slot_server.mode = "ok"
+            answer = _ask_within(bot, THAILAND, seconds=20)
+            assert answer.backend == "llm", answer.fallback_reason  # not "timeout": the slot was free
+    finally:
+        gc.enable()
+
+
+def _ask_within(bot, question: str, seconds: float) -> Answer:
+    """``bot.ask`` on a worker thread, failing the test (instead of hanging it) past ``seconds``."""
+    result: list[Answer] = []
+    worker = threading.Thread(target=lambda: result.append(bot.ask(question)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert result, f"ask did not return within {seconds} s: the LLM client is stuck"
+    return result[0]
 
 
 def test_connection_refused_falls_back(make_bot):
@@ -696,3 +747,27 @@ def test_smollm_streams_over_http(smollm_bot):
     _assert_valid(final)
     # The model did answer (over HTTP): either its answer passed every guardrail or it was replaced.
     assert final.backend == "llm" or final.fallback_reason is not None
+
+
+def test_eval_scores_the_llm_beside_the_extractive_engine_and_tallies_guardrails(bot, llm_server):
+    import dataclasses
+
+    from bilingual_qa.evaluation import format_table, load_reference_set, run_eval
+
+    reference = load_reference_set(ROOT / "eval" / "reference_qa.jsonl")
+    reference = dataclasses.replace(reference, cases=reference.cases[::8])
+    # One fixed reply: grounded for the Thailand question, off the evidence for every other one.
+    report = run_eval(bot, reference, naive=False)
+    assert [s.name for s in report.systems] == ["engine", "extractive"]
+    engine, extractive = report.engine.tallies(), report.extractive.tallies()
+    assert extractive == {"backend": {"extractive": len(reference.cases)}, "fallback": {}, "guardrail": {}}
+    assert sum(engine["backend"].values()) == len(reference.cases)
+    # Every engine answer came from the LLM or is a fallback saying why, and each reason is tallied.
+    for case in report.engine.cases:
+        assert case.backend == "llm" or case.fallback_reason
+    assert sum(engine["fallback"].values()) == engine["backend"].get("extractive", 0) > 0
+    assert engine["guardrail"]
+    table = format_table(report)
+    assert "engine fallbacks:" in table and "engine guardrails fired:" in table
+    summary = report.summary()
+    assert summary["engine"]["tallies"] == engine and "extractive" in summary

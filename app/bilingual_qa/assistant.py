@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 import unicodedata
@@ -81,6 +82,13 @@ class Assistant:
     def backend(self) -> str:
         """The configured answer backend: "llm" or "extractive" (a fallback answer says so itself)."""
         return "llm" if self._generator is not None else "extractive"
+
+    def without_llm(self) -> Assistant:
+        """This assistant answering extractively: same document, index and embedder, no LLM calls."""
+        twin = copy.copy(self)
+        twin.settings = self.settings.replace(llm_url=None)
+        twin._generator = None
+        return twin
 
     @property
     def document(self) -> Document:

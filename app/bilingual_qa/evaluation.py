@@ -332,6 +332,9 @@ class CaseResult:
     metrics: dict[str, float | None]
     problems: tuple[str, ...]
     seconds: float
+    backend: str = "extractive"
+    fallback_reason: str | None = None
+    guardrails: tuple[str, ...] = ()
 
 
 def cell_of(case: Case, document: Any) -> str:
@@ -440,6 +443,9 @@ def score_case(
         metrics=metrics,
         problems=tuple(problems),
         seconds=round(seconds, 4),
+        backend=getattr(answer, "backend", "") or "unknown",
+        fallback_reason=getattr(answer, "fallback_reason", None),
+        guardrails=tuple(getattr(answer, "guardrails", ())),
     )
 
 
@@ -526,6 +532,17 @@ class SystemReport:
     def failures(self) -> tuple[CaseResult, ...]:
         """Cases with at least one problem."""
         return tuple(c for c in self.cases if c.problems)
+
+    def tallies(self) -> dict[str, dict[str, int]]:
+        """How many answers each backend produced, why fallbacks happened, which guardrails fired."""
+        out: dict[str, dict[str, int]] = {"backend": {}, "fallback": {}, "guardrail": {}}
+        for case in self.cases:
+            out["backend"][case.backend] = out["backend"].get(case.backend, 0) + 1
+            if case.fallback_reason:
+                out["fallback"][case.fallback_reason] = out["fallback"].get(case.fallback_reason, 0) + 1
+            for name in case.guardrails:
+                out["guardrail"][name] = out["guardrail"].get(name, 0) + 1
+        return {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in out.items()}
 
 
 def evaluate_system(
@@ -741,22 +758,32 @@ class EvalReport:
     seconds: float
     engine: SystemReport
     naive: SystemReport | None = None
+    # With an LLM configured: the same assistant answering extractively, side by side.
+    extractive: SystemReport | None = None
+
+    @property
+    def systems(self) -> list[SystemReport]:
+        """The scored systems, in table order: engine, extractive (LLM runs only), naive."""
+        return [s for s in (self.engine, self.extractive, self.naive) if s is not None]
 
     def to_dict(self) -> dict[str, object]:
-        """The full report, JSON-ready (every case of every system)."""
-        return dataclasses.asdict(self)
+        """The full report, JSON-ready (every case of every system, and their tallies)."""
+        out = dataclasses.asdict(self)
+        for system in self.systems:
+            out[system.name]["tallies"] = system.tallies()
+        return out
 
     def summary(self) -> dict[str, object]:
         """The report without per-case details."""
-        out = {k: v for k, v in self.to_dict().items() if k not in ("engine", "naive")}
-        for system in (self.engine, self.naive):
-            if system is not None:
-                out[system.name] = {
-                    "backend": system.backend,
-                    "cells": system.cells,
-                    "counts": system.counts,
-                    "failures": len(system.failures),
-                }
+        out = {k: v for k, v in self.to_dict().items() if k not in ("engine", "naive", "extractive")}
+        for system in self.systems:
+            out[system.name] = {
+                "backend": system.backend,
+                "cells": system.cells,
+                "counts": system.counts,
+                "failures": len(system.failures),
+                "tallies": system.tallies(),
+            }
         return out
 
 
@@ -775,6 +802,7 @@ def run_eval(
         reference_set: a .jsonl path or an already loaded :class:`ReferenceSet`; it must be
             written for the assistant's document (sidecar sha256).
         naive: also score the plain llama-index pipeline over the same document and embedder.
+            (An assistant with an LLM backend is also scored answering extractively.)
         k: ranked pairs scored for MRR.
         progress: show progress bars on stderr.
 
@@ -797,6 +825,11 @@ def run_eval(
     # Load lazily-initialized model state before timing the first question.
     assistant.embedder.embed_queries(["warm-up"])
     engine = evaluate_system(assistant, reference_set, document, name="engine", k=k, progress=progress)
+    extractive = None
+    if getattr(assistant, "backend", None) == "llm":
+        extractive = evaluate_system(
+            assistant.without_llm(), reference_set, document, name="extractive", k=k, progress=progress
+        )
     baseline = None
     if naive:
         pipeline = NaivePipeline(document, assistant.embedder)
@@ -814,6 +847,7 @@ def run_eval(
         seconds=round(time.perf_counter() - started, 2),
         engine=engine,
         naive=baseline,
+        extractive=extractive,
     )
 
 
@@ -983,7 +1017,7 @@ def _fmt(key: str, value: float | None) -> str:
 
 def format_table(report: EvalReport) -> str:
     """The per-cell table, engine and naive rows side by side, as plain text."""
-    systems = [s for s in (report.engine, report.naive) if s is not None]
+    systems = report.systems
     rows = [["cell", "system", "n", *(m.label for m in METRICS)]]
     for cell in report.engine.cells:
         for system in systems:
@@ -1004,7 +1038,21 @@ def format_table(report: EvalReport) -> str:
         f"{report.reference_set}: {report.cases} cases on {report.document} "
         f"(model {report.model}, backend {report.engine.backend}, {report.seconds:.0f} s)"
     )
-    return head + "\n" + "\n".join(lines)
+    return head + "\n" + "\n".join(lines) + "".join(f"\n{line}" for line in tally_lines(report))
+
+
+def tally_lines(report: EvalReport) -> list[str]:
+    """For systems that did not answer with one backend only: who answered, fallbacks, guardrails fired."""
+    lines = []
+    for system in report.systems:
+        tallies = system.tallies()
+        if len(tallies["backend"]) < 2 and not tallies["fallback"] and not tallies["guardrail"]:
+            continue
+        labels = (("backend", "answers by"), ("fallback", "fallbacks"), ("guardrail", "guardrails fired"))
+        for kind, label in labels:
+            counts = ", ".join(f"{k} {v}" for k, v in tallies[kind].items()) or "none"
+            lines.append(f"{system.name} {label}: {counts}")
+    return lines
 
 
 def write_reports(
@@ -1029,13 +1077,13 @@ def write_reports(
 
 _CHART_METRICS = ("hit@1", "mrr", "fact_recall", "cite_precision", "lang_match", "script_match",
                   "refusal_acc", "chrf")  # fmt: skip
-_COLORS = {"engine": "#2563eb", "naive": "#9ca3af"}
+_COLORS = {"engine": "#2563eb", "extractive": "#16a34a", "naive": "#9ca3af"}
 
 
 def render_svg_chart(report: EvalReport) -> str:
     """An inline SVG: one small bar chart per headline metric, a bar pair (engine, naive) per cell."""
     cells = list(report.engine.cells)
-    systems = [s for s in (report.engine, report.naive) if s is not None]
+    systems = report.systems
     bar, gap, plot_h, top, bottom, left = 7, 6, 100, 22, 78, 28
     panel_w = left + len(cells) * (bar * len(systems) + gap) + 8
     panel_h = top + plot_h + bottom
@@ -1085,7 +1133,7 @@ def render_svg_chart(report: EvalReport) -> str:
 def render_html(report: EvalReport, regressions: Sequence[Regression] = ()) -> str:
     """A self-contained HTML report: summary, regressions, per-cell table, chart, failing cases."""
     esc = html.escape
-    systems = [s for s in (report.engine, report.naive) if s is not None]
+    systems = report.systems
     head = "".join(f"<th>{esc(h)}</th>" for h in ["cell", "system", "n", *(m.label for m in METRICS)])
     body = []
     for cell in report.engine.cells:
@@ -1106,15 +1154,18 @@ def render_html(report: EvalReport, regressions: Sequence[Regression] = ()) -> s
         f"<h2>Failing cases: {system.name} ({len(system.failures)})</h2>{_failures_html(system)}"
         for system in systems
     ]
-    if len(failing) > 1:
-        failing[1] = f"<details><summary>naive pipeline failures</summary>{failing[1]}</details>"
+    for n in range(1, len(failing)):  # the comparison systems' failures start folded
+        name = esc(systems[n].name)
+        failing[n] = f"<details><summary>{name} failures</summary>{failing[n]}</details>"
+    tallies = "".join(f"<li>{esc(line)}</li>" for line in tally_lines(report))
+    tallies = f"<h2>Backends and guardrails</h2><ul>{tallies}</ul>" if tallies else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bilingual-qa evaluation</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #111; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 th, td {{ border: 1px solid #ddd; padding: 3px 6px; text-align: right; }}
-tr.naive td {{ color: #6b7280; }} th {{ text-align: left; background: #f9fafb; }}
+tr.naive td, tr.extractive td {{ color: #6b7280; }} th {{ text-align: left; background: #f9fafb; }}
 .bad {{ color: #b91c1c; }} .case {{ border-top: 1px solid #ddd; padding: .5em 0; }}
 .case .a {{ background: #f3f4f6; padding: .3em; white-space: pre-wrap; }} code {{ font-size: 12px; }}
 </style></head><body>
@@ -1127,7 +1178,7 @@ tr.naive td {{ color: #6b7280; }} th {{ text-align: left; background: #f9fafb; }
 <table><tr>{head}</tr>{"".join(body)}</table>
 <p>Rates in 0–1 (f.refuse: lower is better); chrF 0–100; latency in ms
 (the naive pipeline's query embeddings come from the engine's cache).</p>
-<h2>Chart</h2>{render_svg_chart(report)}
+{tallies}<h2>Chart</h2>{render_svg_chart(report)}
 {"".join(failing)}
 </body></html>
 """
