@@ -121,6 +121,21 @@ def test_simple_vector_store_gives_the_same_hits_as_faiss(tmp_path, fake_embedde
         assert ranked(reloaded, q) == expected
 
 
+def test_the_faiss_file_is_one_llama_index_faiss_store_loads(settings, fake_embedder):
+    """Built without llama-index, the persisted store is still llama-index's FaissVectorStore format."""
+    from llama_index.core.vector_stores.types import VectorStoreQuery
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    doc = read_document()
+    index = open_index(doc, fake_embedder, settings)
+    store = FaissVectorStore.from_persist_path(str(index.path / STORE_FILES["faiss"]))
+    for q in ["sister cities in Thailand", "翻譯", "智库联盟"]:
+        vector = fake_embedder.embed_queries([q])[0]
+        result = store.query(VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=5))
+        theirs = [(int(i), round(float(s), 5)) for i, s in zip(result.ids, result.similarities, strict=True)]
+        assert theirs == [(i, round(s, 5)) for i, s in index.dense_search(vector, 5)]
+
+
 def test_large_collections_switch_to_ivf_with_high_recall():
     import faiss
 

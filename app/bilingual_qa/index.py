@@ -1,16 +1,17 @@
-"""Index: paragraph and sentence embeddings, twins, and a llama-index FAISS store, persisted.
+"""Index: paragraph and sentence embeddings, twins, and a vector store, persisted.
 
 Everything a question needs is precomputed here, so answering costs one query
 encoding. The vector store is a seam chosen by ``Settings.vector_store``: the
-default llama-index ``FaissVectorStore`` (exact inner-product search up to
-``EXACT_SEARCH_LIMIT`` paragraphs, an inverted-file (IVF) index above), or llama-index's
+default FAISS index (exact inner-product search up to ``EXACT_SEARCH_LIMIT``
+paragraphs, an inverted-file (IVF) index above), persisted in the file format of
+llama-index's ``FaissVectorStore`` (which loads it as is), or llama-index's
 ``SimpleVectorStore``; any other llama-index store (Qdrant, Elasticsearch…)
-plugs in the same way through :class:`StoreSearch`. Queries against a FAISS
-store go straight to the FAISS index it persisted, so answering never waits
-for llama-index to import. An index lives in its own folder, named by document and model, with
-a manifest (format version, document sha256, model id, settings, file
-checksums). A stale, partial or corrupt folder is detected and rebuilt, never
-trusted; writes go to a temporary folder that is renamed into place.
+plugs in the same way through :class:`StoreSearch`. Building and querying a
+FAISS store go straight to FAISS, so neither waits for llama-index to import.
+An index lives in its own folder, named by document and model, with a manifest
+(format version, document sha256, model id, settings, file checksums). A stale,
+partial or corrupt folder is detected and rebuilt, never trusted; writes go to a
+temporary folder that is renamed into place.
 """
 
 from __future__ import annotations
@@ -176,8 +177,17 @@ def build_index(document: Document, embedder: Embedder, vector_store: str = "fai
 
 
 def _build_store(kind: str, document: Document, vectors: np.ndarray) -> FaissSearch | StoreSearch:
-    """A llama-index vector store holding one node per paragraph, wrapped for search."""
+    """The paragraph vector store: a FAISS index, or a llama-index store of one node per paragraph."""
+    if kind == "faiss":
+        # Filled directly: llama-index's FaissVectorStore.add() only calls faiss_index.add()
+        # on the same rows, and importing llama-index would cost a cold build seconds. The
+        # file is the one FaissVectorStore persists and loads (row i is paragraph i).
+        faiss_index = make_faiss_index(int(vectors.shape[1]), len(vectors))
+        train_faiss_index(faiss_index, vectors)
+        faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))  # type: ignore[attr-defined]
+        return FaissSearch(faiss_index)
     from llama_index.core.schema import TextNode
+    from llama_index.core.vector_stores import SimpleVectorStore
 
     nodes = [
         TextNode(
@@ -188,16 +198,6 @@ def _build_store(kind: str, document: Document, vectors: np.ndarray) -> FaissSea
         )
         for i, p in enumerate(document.paragraphs)
     ]
-    if kind == "faiss":
-        from llama_index.vector_stores.faiss import FaissVectorStore
-
-        faiss_index = make_faiss_index(int(vectors.shape[1]), len(nodes))
-        train_faiss_index(faiss_index, vectors)
-        store = FaissVectorStore(faiss_index=faiss_index)
-        store.add(nodes)
-        return FaissSearch(store.client)
-    from llama_index.core.vector_stores import SimpleVectorStore
-
     store = SimpleVectorStore()
     store.add(nodes)
     return StoreSearch(store, [p.id for p in document.paragraphs])
