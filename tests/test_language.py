@@ -54,3 +54,36 @@ def test_detect_language_short_latin_is_english_and_short_han_is_chinese():
     assert lang.detect_language("Source/CQNEWS") == "en"
     assert lang.detect_language("文/華龍網") == "zh-Hant"
     assert lang.detect_language("123 456") == "und"
+
+
+LONG_TEXTS = {
+    "en": "The municipal government will open forty new logistics hubs along the corridor by 2027.",
+    "fr": "Le gouvernement municipal ouvrira quarante nouveaux centres logistiques le long du corridor.",
+    "de": "Die Stadtregierung wird bis 2027 vierzig neue Logistikzentren entlang des Korridors eröffnen.",
+    "vi": "Chính quyền thành phố sẽ mở bốn mươi trung tâm hậu cần mới dọc theo hành lang vào năm 2027.",
+    "ru": "Городское правительство откроет сорок новых логистических центров вдоль коридора к 2027 году.",
+    "el": "Η δημοτική κυβέρνηση θα ανοίξει σαράντα νέους κόμβους εφοδιαστικής κατά μήκος του διαδρόμου.",
+}
+
+
+@pytest.mark.parametrize(("code", "text"), LONG_TEXTS.items())
+def test_detect_language_names_other_languages(code, text):
+    assert lang.detect_language(text) == code
+
+
+@pytest.mark.parametrize("text", [LONG_TEXTS["en"], LONG_TEXTS["fr"], LONG_TEXTS["de"], LONG_TEXTS["vi"]])
+def test_latin_text_is_told_apart_as_by_all_profiles(text):
+    """Latin text is scored against the Latin-alphabet profiles only: the same verdict as all 55."""
+    from langdetect import DetectorFactory, detect_langs
+
+    DetectorFactory.seed = 0
+    assert lang.detect_language(text) == detect_langs(text)[0].lang
+
+
+def test_english_is_recognized_by_its_function_words_alone():
+    assert lang._clearly_english(LONG_TEXTS["en"] + " It is the hub of the west.")
+    # Other Latin-alphabet languages never pass the shortcut; langdetect decides them.
+    for code in ("fr", "de", "vi"):
+        assert not lang._clearly_english(LONG_TEXTS[code])
+    dutch = "De gemeente is van plan om veertig nieuwe centra te openen, dat is de bedoeling."
+    assert not lang._clearly_english(dutch)
