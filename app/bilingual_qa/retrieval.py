@@ -8,6 +8,7 @@ other too. Dense and lexical rankings of units are fused by reciprocal rank.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +34,6 @@ class Retriever:
     """Hybrid retriever over one :class:`Index`."""
 
     def __init__(self, index: Index) -> None:
-        import bm25s
-
-        # bm25s logs every index build at DEBUG on its own handler.
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.index = index
         paragraphs = index.document.paragraphs
         position = {p.id: i for i, p in enumerate(paragraphs)}
@@ -52,9 +49,24 @@ class Retriever:
         self.tokens = [lang.lexical_tokens(p.text) for p in paragraphs]
         # (query vector bytes, its sentence scores): search() and the answerer both need them.
         self._last_sentence_scores: tuple[bytes, np.ndarray] | None = None
-        self._bm25 = bm25s.BM25()
-        # bm25s wants every document to have a token; an empty list breaks its matrix.
-        self._bm25.index([t or ["\u2205"] for t in self.tokens], show_progress=False)
+        self._bm25_index = None
+        self._bm25_lock = threading.Lock()
+
+    @property
+    def _bm25(self):
+        """The BM25 index, built at the first question (importing bm25s and scipy takes 0.4 s)."""
+        if self._bm25_index is None:
+            with self._bm25_lock:
+                if self._bm25_index is None:
+                    import bm25s
+
+                    # bm25s logs every index build at DEBUG on its own handler.
+                    logging.getLogger("bm25s").setLevel(logging.WARNING)
+                    bm25 = bm25s.BM25()
+                    # bm25s wants every document to have a token; an empty list breaks its matrix.
+                    bm25.index([t or ["\u2205"] for t in self.tokens], show_progress=False)
+                    self._bm25_index = bm25
+        return self._bm25_index
 
     def sentence_scores(self, query_vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of the query to every sentence of the document (read-only)."""
