@@ -21,10 +21,13 @@ shares the model.
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
+import importlib.machinery
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from collections.abc import AsyncIterator
@@ -501,7 +504,7 @@ def build_app(
         The Gradio Blocks app, with the ``/ask`` API endpoint.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry, no version check
-    import gradio as gr
+    gr = import_gradio()
 
     handlers = ChatPage(assistant, max_upload_bytes=max_upload_bytes, stream_delay=stream_delay)
     text = page.strings("en")
@@ -510,6 +513,51 @@ def build_app(
         _wire(gr, app, handlers, controls)
     app.bilingual_qa_page = handlers  # for tests and embedding applications
     return app
+
+
+def import_gradio() -> Any:
+    """``import gradio``, without the type-stub writer that runs inside it: half its import time.
+
+    Each component class Gradio defines at import reads and parses its own source and
+    renders a Jinja template to keep a ``.pyi`` stub for IDEs up to date
+    (``gradio.component_meta.create_or_modify_pyi``): 3 of the 6 seconds ``import gradio``
+    takes on two cores, for stubs the installed wheel already ships. When this process
+    imports Gradio first, that writer is replaced by a no-op as its module loads; a
+    process that imported Gradio already keeps it as it is.
+    """
+    if "gradio" not in sys.modules:
+        finder = _StubWriterOff()
+        sys.meta_path.insert(0, finder)
+        try:
+            import gradio  # noqa: F401 - loaded here, returned below
+        finally:
+            sys.meta_path.remove(finder)
+    return sys.modules["gradio"]
+
+
+class _StubWriterOff(importlib.abc.MetaPathFinder):
+    """Finds ``gradio.component_meta`` as usual and loads it with ``create_or_modify_pyi`` off."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "gradio.component_meta":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_without_stub_writer(module: Any) -> None:
+            exec_module(module)
+            if callable(getattr(module, "create_or_modify_pyi", None)):
+                module.create_or_modify_pyi = _no_stubs
+
+        loader.exec_module = exec_without_stub_writer  # this spec's own loader instance
+        return spec
+
+
+def _no_stubs(*_args: Any, **_kwargs: Any) -> None:
+    """Stand-in for Gradio's .pyi writer."""
 
 
 def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
@@ -773,4 +821,4 @@ def serve(
         running.close()
 
 
-__all__ = ["ChatPage", "Running", "build_app", "parse_auth", "serve", "start"]
+__all__ = ["ChatPage", "Running", "build_app", "import_gradio", "parse_auth", "serve", "start"]
