@@ -58,12 +58,13 @@ def align(paragraphs: Sequence[Paragraph], vectors: np.ndarray) -> list[Pair]:
     chinese = [i for i, p in enumerate(paragraphs) if lang.is_chinese(p.language)]
     if not english or not chinese:
         return []
-    scores = pair_scores(
+    scores = PairScores(
         [paragraphs[i] for i in english], [paragraphs[j] for j in chinese], vectors[english], vectors[chinese]
     )
     matches = monotonic_matches(scores, MIN_SCORE)
     return [
-        Pair(paragraphs[english[a]].id, paragraphs[chinese[b]].id, float(scores[a, b])) for a, b in matches
+        Pair(paragraphs[english[a]].id, paragraphs[chinese[b]].id, score)
+        for (a, b), score in zip(matches, scores.at(matches), strict=True)
     ]
 
 
@@ -76,33 +77,92 @@ def twins(pairs: Sequence[Pair]) -> dict[str, str]:
     return out
 
 
+class PairScores:
+    """Calibrated pair scores (English rows × Chinese columns), computed a block of rows at a time.
+
+    The whole matrix of a 10,000-paragraph document holds 25M pairs: 200 MB a copy in
+    float64, and the z-scores need several copies (1.6 GB measured). Only each row's and
+    each column's sums are kept; a block of rows is scored when asked for, so memory
+    stays near ``BLOCK_CELLS`` cells whatever the document's size.
+    """
+
+    #: Cells scored at once (about 16 MB per float64 temporary).
+    BLOCK_CELLS = 2_000_000
+
+    def __init__(
+        self, english: Sequence[Paragraph], chinese: Sequence[Paragraph], ev: np.ndarray, zv: np.ndarray
+    ) -> None:
+        self.english, self.chinese = list(english), list(chinese)
+        self.ev, self.zv = ev, zv
+        self.shape = (len(self.english), len(self.chinese))
+        self.block_rows = max(1, self.BLOCK_CELLS // max(1, self.shape[1]))
+        n, m = self.shape
+        self._calibrated = min(n, m) >= _MIN_CANDIDATES
+        self._row_sums = np.zeros((n, 1))
+        self._row_squares = np.zeros((n, 1))
+        self._column_sums = np.zeros((1, m))
+        self._column_squares = np.zeros((1, m))
+        if self._calibrated:
+            for start in range(0, n, self.block_rows):
+                sim = self._similarity(start, min(n, start + self.block_rows))
+                self._row_sums[start : start + len(sim)] = sim.sum(axis=1, keepdims=True)
+                self._row_squares[start : start + len(sim)] = (sim**2).sum(axis=1, keepdims=True)
+                self._column_sums += sim.sum(axis=0, keepdims=True)
+                self._column_squares += (sim**2).sum(axis=0, keepdims=True)
+        self._chinese_anchors = [lang.anchors(p.text) for p in self.chinese]
+        self._chinese_length = np.array([len(p.text) for p in self.chinese], dtype=np.float64)[None, :]
+
+    def _similarity(self, start: int, stop: int) -> np.ndarray:
+        return (self.ev[start:stop] @ self.zv.T).astype(np.float64)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Scores of English rows ``start:stop`` against every Chinese column."""
+        english = self.english[start:stop]
+        if self._calibrated:
+            sim = self._similarity(start, stop)
+            rows = _excluded_z(sim, self._row_sums[start:stop], self._row_squares[start:stop], self.shape[1])
+            columns = _excluded_z(sim, self._column_sums, self._column_squares, self.shape[0])
+            score = (rows + columns) / 2
+        else:
+            score = np.full((len(english), self.shape[1]), MIN_SCORE + 1.0)
+        score += _ANCHOR_WEIGHT * _anchor_agreement(
+            [lang.anchors(p.text) for p in english], self._chinese_anchors
+        )
+        english_length = np.array([len(p.text) for p in english], dtype=np.float64)[:, None]
+        score -= _LENGTH_WEIGHT * _length_mismatch(english_length, self._chinese_length)
+        return score
+
+    def at(self, cells: Sequence[tuple[int, int]]) -> list[float]:
+        """The scores of the given (row, column) cells, in order."""
+        out: list[float] = []
+        block: tuple[int, np.ndarray] | None = None
+        for a, b in cells:
+            if block is None or not block[0] <= a < block[0] + len(block[1]):
+                start = a - a % self.block_rows
+                block = (start, self.rows(start, min(self.shape[0], start + self.block_rows)))
+            out.append(float(block[1][a - block[0], b]))
+        return out
+
+    def matrix(self) -> np.ndarray:
+        """Every score at once (small documents and tests)."""
+        return self.rows(0, self.shape[0])
+
+
 def pair_scores(
     english: Sequence[Paragraph], chinese: Sequence[Paragraph], ev: np.ndarray, zv: np.ndarray
 ) -> np.ndarray:
     """Calibrated pair scores (English rows × Chinese columns); above MIN_SCORE means "twins"."""
-    sim = (ev @ zv.T).astype(np.float64)
-    if min(sim.shape) >= _MIN_CANDIDATES:
-        score = (_excluded_z(sim, axis=1) + _excluded_z(sim, axis=0)) / 2
-    else:
-        score = np.full(sim.shape, MIN_SCORE + 1.0)
-    # Whole-matrix arithmetic, not a loop over pairs: a 10,000-paragraph document has 25M pairs.
-    score += _ANCHOR_WEIGHT * _anchor_agreement(english, chinese)
-    english_length = np.array([len(p.text) for p in english], dtype=np.float64)
-    chinese_length = np.array([len(p.text) for p in chinese], dtype=np.float64)
-    score -= _LENGTH_WEIGHT * _length_mismatch(english_length[:, None], chinese_length[None, :])
-    return score
+    return PairScores(english, chinese, ev, zv).matrix()
 
 
-def _anchor_agreement(english: Sequence[Paragraph], chinese: Sequence[Paragraph]) -> np.ndarray:
+def _anchor_agreement(english_anchors: Sequence[set[str]], chinese_anchors: Sequence[set[str]]) -> np.ndarray:
     """Dice overlap of each pair's anchors minus 0.5, or 0 where either side has none."""
-    english_anchors = [lang.anchors(p.text) for p in english]
-    chinese_anchors = [lang.anchors(p.text) for p in chinese]
     # Shared anchors counted through an inverted index: only pairs that share one are touched.
     rows: dict[str, list[int]] = {}
     for a, found in enumerate(english_anchors):
         for anchor in found:
             rows.setdefault(anchor, []).append(a)
-    shared = np.zeros((len(english), len(chinese)), dtype=np.float64)
+    shared = np.zeros((len(english_anchors), len(chinese_anchors)), dtype=np.float64)
     for b, found in enumerate(chinese_anchors):
         for anchor in found:
             if anchor in rows:
@@ -115,11 +175,13 @@ def _anchor_agreement(english: Sequence[Paragraph], chinese: Sequence[Paragraph]
     return np.where(both, dice, 0.0)
 
 
-def _excluded_z(sim: np.ndarray, axis: int) -> np.ndarray:
-    """Each entry's z-score against the other entries of its row (axis=1) or column (axis=0)."""
-    k = sim.shape[axis] - 1
-    total = sim.sum(axis=axis, keepdims=True)
-    squares = (sim**2).sum(axis=axis, keepdims=True)
+def _excluded_z(sim: np.ndarray, total: np.ndarray, squares: np.ndarray, count: int) -> np.ndarray:
+    """Each entry's z-score against the other entries of its row or column.
+
+    ``total`` and ``squares`` are the sums of the whole rows (shape (rows, 1)) or columns
+    (shape (1, columns)), ``count`` their length.
+    """
+    k = count - 1
     mean = (total - sim) / k
     var = (squares - sim**2) / k - mean**2
     return (sim - mean) / np.sqrt(np.maximum(var, 1e-8))
@@ -133,14 +195,19 @@ def _length_mismatch(english_length: np.ndarray, chinese_length: np.ndarray) -> 
     return np.abs(np.log(ratio))
 
 
-def monotonic_matches(scores: np.ndarray, min_score: float) -> list[tuple[int, int]]:
+def monotonic_matches(scores: np.ndarray | PairScores, min_score: float) -> list[tuple[int, int]]:
     """Order-preserving matching maximizing the total (score − min_score) of kept pairs.
+
+    ``scores`` is a matrix, or :class:`PairScores` read a block of rows at a time.
 
     A pair directly after another pair (both sides advance by one) earns a run bonus.
     Ties go, in this order, to: skipping the row after a non-pair, after a pair,
     skipping the column after a non-pair, after a pair.
     """
     n, m = scores.shape
+    rows = scores.rows if isinstance(scores, PairScores) else (lambda start, stop: scores[start:stop])
+    block_rows = scores.block_rows if isinstance(scores, PairScores) else n
+    block: tuple[int, np.ndarray] = (0, np.zeros((0, m)))
     # best0/best1[i, j]: best total over the first i rows and j columns, where best1 means
     # (i-1, j-1) is a pair. Row by row, each a handful of vector operations (O(n) Python
     # steps, not O(n·m)); back pointers are one byte per cell.
@@ -149,7 +216,9 @@ def monotonic_matches(scores: np.ndarray, min_score: float) -> list[tuple[int, i
     came0 = np.zeros((n + 1, m + 1), dtype=np.int8)  # 0/1: from (0/1, i-1, j); 2/3: from (0/1, i, j-1)
     came1 = np.zeros((n + 1, m + 1), dtype=np.int8)  # the state of (i-1, j-1)
     for i in range(1, n + 1):
-        gain = scores[i - 1] - min_score
+        if i - 1 >= block[0] + len(block[1]):
+            block = (i - 1, rows(i - 1, min(n, i - 1 + block_rows)))
+        gain = block[1][i - 1 - block[0]] - min_score
         after_pair = best1[:-1] + _RUN_BONUS + gain
         after_skip = best0[:-1] + gain
         row1 = np.full(m + 1, -np.inf)
