@@ -147,7 +147,7 @@ def test_large_collections_switch_to_ivf_with_high_recall():
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     assert isinstance(make_faiss_index(64, 10), faiss.IndexFlatIP)
     ivf = make_faiss_index(64, EXACT_SEARCH_LIMIT + 1)
-    assert isinstance(ivf, faiss.IndexIVFFlat)
+    assert isinstance(ivf, faiss.IndexIVFScalarQuantizer)
     train_faiss_index(ivf, vectors)
     ivf.add(vectors)
     exact = faiss.IndexFlatIP(64)

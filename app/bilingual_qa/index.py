@@ -44,7 +44,7 @@ VECTORS = "vectors.npz"
 TWINS = "twins.json"
 STORE_FILES = {"faiss": "paragraphs.faiss", "simple": "paragraphs.simple.json"}
 #: Up to this many paragraphs, FAISS searches exactly; above, an inverted-file index
-#: (about sqrt(n) k-means lists, IVF_NPROBE of them searched) keeps query cost flat.
+#: (about sqrt(n) k-means lists, IVF_NPROBE of them searched, float16 vectors) keeps query cost flat.
 #: Exact search reads every vector (1.5 KB each): 100k took 20-50 ms a query on 2 busy
 #: cores, as much as encoding the query; 50k stays near 10 ms. IVF rather than HNSW:
 #: an HNSW graph (M=32, efConstruction=80) took 264 s to build for 100k vectors there,
@@ -213,7 +213,15 @@ def make_faiss_index(dimension: int, size: int) -> object:
     if size <= EXACT_SEARCH_LIMIT:
         return faiss.IndexFlatIP(dimension)
     lists = round(size**0.5)
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, lists, faiss.METRIC_INNER_PRODUCT)
+    # Vectors kept as float16: a query scans half the bytes (search is memory-bound: 2.9 → 1.6 ms
+    # at 1M) and the index takes half the memory, for recall@10 0.999 instead of 1.0.
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dimension),
+        dimension,
+        lists,
+        faiss.ScalarQuantizer.QT_fp16,
+        faiss.METRIC_INNER_PRODUCT,
+    )
     index.nprobe = IVF_NPROBE
     return index
 
