@@ -4,6 +4,7 @@ import pytest
 
 from bilingual_qa import language as lang
 from bilingual_qa.answering import expected_type, has_type
+from bilingual_qa.prompts import messages
 
 QUESTIONS = [
     "Which sister cities in Thailand will Chongqing use?",
@@ -109,6 +110,7 @@ def test_expected_answer_type(question, kind):
 def test_has_type():
     assert has_type("more than ten promotional events", "quantity")
     assert has_type("舉辦10場以上專場推介活動", "quantity")
+    assert has_type("閱覽室可容納兩百人", "quantity")
     assert has_type("On October 10, a press conference was held", "date")
     assert has_type("在10月10日舉行", "date")
     assert not has_type("in the 2023 forum", "date")
@@ -141,3 +143,55 @@ def test_english_and_short_sentences_are_quoted_whole():
         p = doc.paragraph(pid)
         for s in p.sentences:
             assert _quote_span(p, s, {"mechan": 1.0, "文": 1.0}) == (s.start, s.end)
+
+
+LIBRARY = (
+    "The Riverside Library opens at 9 am on weekdays. It closes at 8 pm.\n\n"
+    "The library was founded in 1987 by Mayor Ellen Park. Its reading room seats two hundred people.\n\n"
+    "河畔圖書館在平日上午9點開放。晚上8點閉館。\n\n"
+    "圖書館由市長朴艾倫於1987年創立。閱覽室可容納兩百人。\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "language", "version"),
+    [
+        ("What is the Riverside Library called in Chinese?", "en", "zh-Hant"),
+        ("How is Mayor Ellen Park's name written in Chinese characters?", "en", "zh-Hant"),
+        ("英文版怎麼寫圖書館的開放時間?", "zh-Hant", "en"),
+        ("英文版里阅览室可容纳多少人?", "zh-Hans", "en"),
+    ],
+)
+def test_a_question_about_the_other_version_quotes_it(
+    tmp_path, settings, fake_embedder, question, language, version
+):
+    from bilingual_qa import Assistant
+
+    doc = tmp_path / "library.txt"
+    doc.write_text(LIBRARY, encoding="utf-8")
+    bot = Assistant(document=doc, settings=settings, embedder=fake_embedder)
+    assert [p.twin_id for p in bot.paragraphs] == ["P3", "P4", "P1", "P2"]
+    answer = bot.ask(question)
+    assert answer.answered and answer.language == language
+    # Quoted from the asked-for version, framed as what that version says, in the asker's language.
+    assert all(c.language == version for c in answer.citations)
+    frame = messages(language)["chinese_version_says" if version != "en" else "english_version_says"]
+    assert answer.text.startswith(frame.split("{quote}")[0])
+    assert set(_markers(answer.text)) == {c.paragraph_id for c in answer.citations}
+    for c in answer.citations:
+        for start, end in c.spans:
+            assert lang.to_script(c.text[start:end], language) in answer.text
+
+
+@pytest.mark.integration
+def test_the_other_version_is_quoted_sentence_for_sentence(real_embedder, tmp_path):
+    from bilingual_qa import Assistant
+    from conftest import real_settings
+
+    doc = tmp_path / "library.txt"
+    doc.write_text(LIBRARY, encoding="utf-8")
+    bot = Assistant(document=doc, settings=real_settings(tmp_path), embedder=real_embedder)
+    name = bot.ask("How is Mayor Ellen Park's name written in Chinese?")
+    assert "朴艾倫" in name.text and "閱覽室" not in name.text  # the translation of that sentence only
+    hours = bot.ask("英文版怎么写图书馆的开放时间?")
+    assert "9 am" in hours.text and hours.language == lang.HANS

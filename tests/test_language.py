@@ -87,3 +87,28 @@ def test_english_is_recognized_by_its_function_words_alone():
         assert not lang._clearly_english(LONG_TEXTS[code])
     dutch = "De gemeente is van plan om veertig nieuwe centra te openen, dat is de bedoeling."
     assert not lang._clearly_english(dutch)
+
+
+@pytest.mark.parametrize(
+    ("question", "language", "version", "left"),
+    [
+        ("What is the Chinese name of the forum?", "en", "zh", "What is the   of the forum?"),
+        ("How is the mayor's name written in Chinese characters?", "en", "zh", None),
+        ("What does the Chinese version say about the budget?", "en", "zh", None),
+        ("論壇的英文名稱是什麼?", "zh-Hant", "en", None),
+        ("英文版怎么写市长的职务?", "zh-Hans", "en", None),
+        # Asking about one's own language's version changes nothing.
+        ("What does the English version say about the budget?", "en", None, None),
+        ("中文版怎麼說?", "zh-Hant", None, None),
+        ("Who is the Chinese ambassador?", "en", None, None),
+    ],
+)
+def test_version_requests_name_the_other_version(question, language, version, left):
+    found, rest = lang.version_request(question, language)
+    assert found == version
+    if version is None:
+        assert rest == question
+    else:
+        assert rest != question and not lang.version_request(rest, language)[0]
+    if left is not None:
+        assert rest == left

@@ -41,6 +41,9 @@ OTHER_LANGUAGE_MARGIN = 0.3
 UNITS_CONSIDERED = 3
 # Chinese sentences longer than this (characters) are cut to their answering clauses.
 LONG_SENTENCE = 80
+# Translating a quote into the other version: how much less similar (cosine) than the best
+# match a neighbouring sentence may be and still belong to the translation.
+TRANSLATION_SPREAD = 0.05
 
 # Expected answer types: a "how many" question is answered by a sentence with a
 # quantity, a "what date" question by one with a calendar date.
@@ -55,7 +58,7 @@ _MONTHS = "january|february|march|april|may|june|july|august|september|october|n
 _QUANTITY = re.compile(
     r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
     r"fifty|hundred|thousand|million|billion|dozens?|several|multiple)\b|"
-    r"[一二两三四五六七八九十百千万亿]+[个家场位次项条名座所年月日天倍]"
+    r"[一二两三四五六七八九十百千万亿]+[个家场位次项条名座所年月日天倍人]"
 )
 _DATE = re.compile(rf"\b(?:{_MONTHS})\.? \d{{1,2}}\b|\b\d{{1,2}} (?:{_MONTHS})\b|\d{{1,2}}月\d{{1,2}}[日号]")
 
@@ -141,7 +144,8 @@ class ExtractiveAnswerer:
         sims = self.retriever.sentence_scores(query_vector)
         spread = float(sims.std()) or 1.0
         salience = (sims - float(sims.mean())) / spread
-        terms = self._weighted_terms(question)
+        version, plain_question = lang.version_request(question, language)
+        terms = self._weighted_terms(plain_question)
         coverages = [
             self._coverage(
                 terms,
@@ -162,7 +166,45 @@ class ExtractiveAnswerer:
         chosen = self._choose(question, hits[:UNITS_CONSIDERED], language, salience, terms)
         if not chosen:
             return self._refusal(question, language, signals)
-        return self._compose(question, language, chosen, signals)
+        if version is not None:
+            chosen = self._in_version(chosen, version)
+        return self._compose(plain_question, language, chosen, signals, version is not None)
+
+    def _in_version(self, chosen: list[_Candidate], version: str) -> list[_Candidate]:
+        """Each chosen sentence replaced by its translation in the asked-for version, when there is one.
+
+        The translation is the twin paragraph's sentence most similar to the chosen one:
+        e5 places a sentence and its translation close together whatever their languages.
+        """
+        index = self.retriever.index
+        out: list[_Candidate] = []
+        for c in chosen:
+            twin_position = self._position.get(c.paragraph.twin_id or "")
+            in_version = lang.is_chinese(c.paragraph.language) == (version != lang.EN)
+            if in_version or twin_position is None:
+                out.append(c)
+                continue
+            twin = self._paragraphs[twin_position]
+            own = index.sentence_range(self._position[c.paragraph.id])
+            vector = index.sentence_vectors[own[c.paragraph.sentences.index(c.sentence)]]
+            rows = index.sentence_range(twin_position)
+            similarity = index.sentence_vectors[rows.start : rows.stop] @ vector
+            # A long Chinese sentence is often several English ones (and the reverse): grow the
+            # best match into its neighbours while they also match and the length falls short.
+            expected = len(c.sentence.text) * len(twin.text) / max(1, len(c.paragraph.text))
+            first = last = int(np.argmax(similarity))
+            floor = float(similarity[first]) - TRANSLATION_SPREAD
+            while twin.sentences[last].end - twin.sentences[first].start < 0.7 * expected:
+                sides = [i for i in (first - 1, last + 1) if 0 <= i < len(twin.sentences)]
+                if not sides or max(similarity[i] for i in sides) < floor:
+                    break
+                step = max(sides, key=lambda i: similarity[i])
+                first, last = min(first, step), max(last, step)
+            start, end = twin.sentences[first].start, twin.sentences[last].end
+            sentence = Sentence(twin.text[start:end], start, end)
+            if all((m.paragraph.id, m.sentence.start) != (twin.id, start) for m in out):
+                out.append(_Candidate(twin, sentence, c.score, c.coverage, c.rank))
+        return out
 
     def _weighted_terms(self, question: str) -> dict[str, float]:
         """Key terms of the question with their IDF weights (unknown terms weigh most)."""
@@ -256,9 +298,19 @@ class ExtractiveAnswerer:
         return {t for t in terms if t in tokens}
 
     def _compose(
-        self, question: str, language: str, chosen: list[_Candidate], signals: dict[str, float]
+        self,
+        question: str,
+        language: str,
+        chosen: list[_Candidate],
+        signals: dict[str, float],
+        version_asked: bool = False,
     ) -> Answer:
-        """Quote the chosen sentences in document order per paragraph, with markers and note."""
+        """Quote the chosen sentences in document order per paragraph, with markers and note.
+
+        ``question`` is the text whose terms pick the clauses to quote; ``version_asked``
+        frames a quote from the other-language version as what that version says (asked
+        for), rather than as something only it states.
+        """
         ordered = sorted(chosen, key=lambda c: (c.rank, c.paragraph.index, c.sentence.start))
         chinese_answer = lang.is_chinese(language)
         terms = self._weighted_terms(question)
@@ -276,7 +328,8 @@ class ExtractiveAnswerer:
         evidence = ordered[0].paragraph.language
         text = quote
         if lang.is_chinese(evidence) != chinese_answer:
-            key = "only_in_english" if evidence == lang.EN else "only_in_chinese"
+            version = "english" if evidence == lang.EN else "chinese"
+            key = f"{version}_version_says" if version_asked else f"only_in_{version}"
             text = messages(language)[key].format(quote=quote)
         citations: dict[str, Citation] = {}
         for c in sorted(chosen, key=lambda c: -c.score):

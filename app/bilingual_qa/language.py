@@ -244,6 +244,35 @@ def key_terms(text: str) -> list[str]:
     return list(dict.fromkeys(terms))
 
 
+# A question can ask what the *other* version says: "What is the Chinese name of …?",
+# "英文版怎麼寫…?". These phrases name the version; they are not terms to look for.
+_CHINESE_VERSION_RE = re.compile(
+    r"\b(?:(?:written|said|called|named|translated|rendered|expressed|known|put)\s+)?"
+    r"(?:in|into) (?:traditional |simplified )?chinese(?: characters)?\b"
+    r"|\bchinese (?:version|text|translation|name|title|term|wording|original|characters|byline)s?\b",
+    re.IGNORECASE,
+)
+_ENGLISH_VERSION_RE = re.compile(r"(?:英文版本|英文版|英文|英語|英语|英譯|英译)[中裡里上]?")
+# "How is it written / said / translated": about the wording, not a term of the answer.
+_HOW_WORDED_RE = re.compile(r"是?(?:怎麼|怎么|如何)(?:寫|写|說|说|表述|翻譯|翻译|稱呼|称呼|叫)的?")
+
+
+def version_request(question: str, language: str) -> tuple[str | None, str]:
+    """Which other-language version a question asks about, and the question without that phrase.
+
+    Returns:
+        (EN or "zh", or None when the question does not ask about the other version;
+        the question with the version phrases removed, for term matching).
+    """
+    pattern = _ENGLISH_VERSION_RE if is_chinese(language) else _CHINESE_VERSION_RE
+    rest, found = pattern.subn(" ", question)
+    if not found:
+        return None, question
+    if is_chinese(language):
+        rest = _HOW_WORDED_RE.sub(" ", rest)
+    return (EN if is_chinese(language) else "zh"), rest
+
+
 def anchors(text: str) -> set[str]:
     """Cheap cross-lingual anchors: numbers and Latin acronyms/names (e.g. "2023", "RCEP")."""
     found = {m.group().replace(",", "") for m in _LATIN_ANCHOR_RE.finditer(text)}
