@@ -134,14 +134,18 @@ def _completion(choices: list[dict]) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def llm_server():
-    server = ScriptedLLM()
+def _serving(server: ScriptedLLM):
+    """Run ``server`` on a thread for the duration of a fixture."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    yield from _serving(ScriptedLLM())
 
 
 @pytest.fixture(scope="module")
@@ -272,12 +276,7 @@ class OneSlotLLM(ScriptedLLM):
 
 @pytest.fixture
 def one_slot_server():
-    server = OneSlotLLM()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from _serving(OneSlotLLM())
 
 
 def test_a_capped_endless_stream_does_not_stall_the_next_request(make_bot, one_slot_server):
