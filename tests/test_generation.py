@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -688,52 +687,37 @@ def smollm_bot(smollm_url, real_embedder, tmp_path_factory):
 SAMPLE = ["en-001", "en-002", "en-010", "en-014", "hant-001", "hant-005", "x-en-zh-002", "fu-001", "fu-004"]
 
 
-def _reference_sample() -> list[dict]:
-    """The SAMPLE cases, plus the first three unanswerable single-turn ones."""
-    lines = (ROOT / "eval" / "reference_qa.jsonl").read_text("utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    unanswerable = [r for r in rows if not r["answerable"] and not r.get("history")]
-    return [r for r in rows if r["id"] in SAMPLE] + unanswerable[:3]
+def _reference_sample():
+    """The SAMPLE cases, plus the first three unanswerable single-turn ones, as a ReferenceSet."""
+    import dataclasses
 
+    from bilingual_qa.evaluation import load_reference_set
 
-def _fact_recall(text: str, facts: list[list[str]]) -> float:
-    """Share of the required facts (any alternative of each) in the answer, matched as evaluation does."""
-    answer = lang.normalize(text)
-    return sum(any(lang.normalize(alt) in answer for alt in alts) for alts in facts) / len(facts)
+    reference = load_reference_set(ROOT / "eval" / "reference_qa.jsonl")
+    unanswerable = [c for c in reference.cases if not c.answerable and not c.history]
+    cases = tuple(c for c in reference.cases if c.id in SAMPLE) + tuple(unanswerable[:3])
+    return dataclasses.replace(reference, cases=cases)
 
 
 @pytest.mark.integration
 @pytest.mark.llm
-def test_smollm_through_http_never_does_worse_than_extractive(smollm_bot, real_assistant, capsys):
+def test_smollm_through_http_never_does_worse_than_extractive(smollm_bot, capsys):
+    from bilingual_qa.evaluation import format_table, run_eval
+
     sample = _reference_sample()
-    assert len(sample) >= 8
-    recall = {"extractive": [], "llm": []}
-    refusal = {"extractive": [], "llm": []}
-    fired: Counter[str] = Counter()
-    seconds = {"extractive": 0.0, "llm": 0.0}
-    for case in sample:
-        for name, assistant in (("extractive", real_assistant), ("llm", smollm_bot)):
-            answer = assistant.ask(case["question"], history=case.get("history") or None)
-            seconds[name] += answer.seconds
-            _assert_valid(answer)
-            if case["answerable"]:
-                recall[name].append(_fact_recall(answer.text, case["facts"]))
-            else:
-                refusal[name].append(float(not answer.answered))
-            if name == "llm":
-                fired.update(answer.guardrails)
-                fired[f"backend={answer.backend}"] += 1
-                fired[f"fallback={answer.fallback_reason}"] += 1
-    mean = {k: sum(v) / len(v) for k, v in recall.items()}
-    refused = {k: sum(v) / len(v) for k, v in refusal.items()}
+    assert len(sample.cases) >= 10
+    # The evaluation harness over the real HTTP path: the LLM-backed assistant, and beside it
+    # the same assistant answering extractively.
+    report = run_eval(smollm_bot, sample, naive=False)
+    llm, extractive = report.engine, report.extractive
+    tallies = llm.tallies()
     with capsys.disabled():
-        print(
-            f"\nSmolLM2 sample of {len(sample)}: fact recall {mean}, refusal accuracy {refused}, "
-            f"seconds/answer { {k: round(v / len(sample), 2) for k, v in seconds.items()} }, "
-            f"guardrails {dict(fired)}"
-        )
-    assert mean["llm"] >= mean["extractive"]
-    assert refused["llm"] >= refused["extractive"]
+        print("\n" + format_table(report))
+    assert sum(tallies["backend"].values()) == len(sample.cases)
+    for case in llm.cases:  # an answer the LLM did not write says why
+        assert case.backend == "llm" or case.fallback_reason
+    for metric in ("fact_recall", "refusal_acc", "cite_validity", "lang_match", "script_match"):
+        assert llm.cells["all"][metric] >= extractive.cells["all"][metric], metric
 
 
 @pytest.mark.integration
