@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -483,7 +484,8 @@ def test_server_survives_a_failing_engine(client, fake_server, monkeypatch):
 
 
 @pytest.mark.integration
-def test_serve_command_serves_the_page_behind_a_password(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_command_serves_the_page_behind_a_password(tmp_path, stop):
     import httpx
     from gradio_client import Client
 
@@ -491,20 +493,43 @@ def test_serve_command_serves_the_page_behind_a_password(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "app"), "BILINGUAL_QA_INDEX_DIR": str(tmp_path / "index")}
     command = [sys.executable, "-m", "bilingual_qa.cli", "serve", "--port", str(port), "--auth", "ann:s3cret"]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
     try:
         line = server.stderr.readline()  # printed once the page accepts connections
+        # Keep reading: a server blocked on a full stderr pipe would never stop.
+        threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True).start()
         assert line.startswith(
             f"bilingual-qa: serving ilstc-five-year-action-plan.txt at http://127.0.0.1:{port}/"
         )
         url = f"http://127.0.0.1:{port}/"
         assert httpx.get(url + "config").status_code == 401  # nothing without the password
-        result = Client(url, auth=("ann", "s3cret"), verbose=False).predict(
-            "重庆将举办多少场推介活动？", api_name="/ask"
-        )
+        client = Client(url, auth=("ann", "s3cret"), verbose=False)
+        result = client.predict("重庆将举办多少场推介活动？", api_name="/ask")
         assert result["language"] == "zh-Hans" and result["answered"]
     finally:
-        server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=30) == 0
+        # Stopped with the client still connected, as a browser tab would be.
+        server.send_signal(stop)
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+            code = None
+        assert code == 0, "".join(lines)[-3000:]
+
+
+def test_a_stopped_server_process_exits_even_when_a_thread_hangs():
+    code = (
+        "import threading, time\n"
+        "from bilingual_qa import cli\n"
+        "threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon: would block exit\n"
+        "cli._exit_deadline(1.0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "app")}
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0 and "exiting now" in out.stderr
+    assert time.perf_counter() - started < 30
 
 
 @pytest.fixture(scope="module")

@@ -153,12 +153,44 @@ def _bench(args: argparse.Namespace) -> int:
     return run_cli(args, settings)
 
 
+#: Seconds a stopped server process may take to close its connections and exit.
+SHUTDOWN_SECONDS = 15.0
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import signal
+
     from . import web
 
     auth = web.parse_auth(args.auth)  # a bad --auth fails before the model loads
-    web.serve(_assistant(args), host=args.host, port=args.port, auth=auth)
+    assistant = _assistant(args)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and service managers stop it like Ctrl+C
+    try:
+        web.serve(assistant, host=args.host, port=args.port, auth=auth)
+    finally:
+        # An open browser connection or a stuck library thread must never keep a stopped
+        # server's process alive.
+        _exit_deadline(SHUTDOWN_SECONDS)
     return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """Stop as Ctrl+C does."""
+    raise KeyboardInterrupt
+
+
+def _exit_deadline(seconds: float) -> None:
+    """End this process ``seconds`` from now unless it has exited by then."""
+    import os
+    import threading
+
+    def force() -> None:
+        print(f"bilingual-qa: still closing after {seconds:g} s; exiting now", file=sys.stderr, flush=True)
+        os._exit(0)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True  # the timer must not itself keep the process alive
+    timer.start()
 
 
 def _ask(args: argparse.Namespace) -> int:
