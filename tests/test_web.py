@@ -492,7 +492,15 @@ def test_serve_command_serves_the_page_behind_a_password(tmp_path, stop):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "app"), "BILINGUAL_QA_INDEX_DIR": str(tmp_path / "index")}
     command = [sys.executable, "-m", "bilingual_qa.cli", "serve", "--port", str(port), "--auth", "ann:s3cret"]
-    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    # As started from a terminal: a shell that ran these tests in the background handed them
+    # SIGINT ignored, and a child inherits that (Python then never raises KeyboardInterrupt).
+    server = subprocess.Popen(
+        command,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     lines: list[str] = []
     try:
         line = server.stderr.readline()  # printed once the page accepts connections
