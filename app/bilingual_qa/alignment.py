@@ -98,50 +98,57 @@ class PairScores:
         self.block_rows = max(1, self.BLOCK_CELLS // max(1, self.shape[1]))
         n, m = self.shape
         self._calibrated = min(n, m) >= _MIN_CANDIDATES
-        self._row_sums = np.zeros((n, 1))
-        self._row_squares = np.zeros((n, 1))
-        self._column_sums = np.zeros((1, m))
-        self._column_squares = np.zeros((1, m))
+        self._row_sums, self._row_squares = np.zeros(n), np.zeros(n)
+        self._column_sums, self._column_squares = np.zeros(m), np.zeros(m)
         if self._calibrated:
             for start in range(0, n, self.block_rows):
                 sim = self._similarity(start, min(n, start + self.block_rows))
-                self._row_sums[start : start + len(sim)] = sim.sum(axis=1, keepdims=True)
-                self._row_squares[start : start + len(sim)] = (sim**2).sum(axis=1, keepdims=True)
-                self._column_sums += sim.sum(axis=0, keepdims=True)
-                self._column_squares += (sim**2).sum(axis=0, keepdims=True)
+                self._row_sums[start : start + len(sim)] = sim.sum(axis=1)
+                self._row_squares[start : start + len(sim)] = (sim**2).sum(axis=1)
+                self._column_sums += sim.sum(axis=0)
+                self._column_squares += (sim**2).sum(axis=0)
+        self._english_length = np.array([len(p.text) for p in self.english], dtype=np.float64)
+        self._chinese_length = np.array([len(p.text) for p in self.chinese], dtype=np.float64)
         self._chinese_anchors = [lang.anchors(p.text) for p in self.chinese]
-        self._chinese_length = np.array([len(p.text) for p in self.chinese], dtype=np.float64)[None, :]
 
     def _similarity(self, start: int, stop: int) -> np.ndarray:
         return (self.ev[start:stop] @ self.zv.T).astype(np.float64)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Scores of English rows ``start:stop`` against every Chinese column."""
-        english = self.english[start:stop]
-        if self._calibrated:
-            sim = self._similarity(start, stop)
-            rows = _excluded_z(sim, self._row_sums[start:stop], self._row_squares[start:stop], self.shape[1])
-            columns = _excluded_z(sim, self._column_sums, self._column_squares, self.shape[0])
-            score = (rows + columns) / 2
-        else:
-            score = np.full((len(english), self.shape[1]), MIN_SCORE + 1.0)
-        score += _ANCHOR_WEIGHT * _anchor_agreement(
-            [lang.anchors(p.text) for p in english], self._chinese_anchors
-        )
-        english_length = np.array([len(p.text) for p in english], dtype=np.float64)[:, None]
-        score -= _LENGTH_WEIGHT * _length_mismatch(english_length, self._chinese_length)
-        return score
+        rows = slice(start, stop)
+        anchors = _anchor_agreement([lang.anchors(p.text) for p in self.english[rows]], self._chinese_anchors)
+        sim = self._similarity(start, stop) if self._calibrated else None
+        return self._combine(sim, (rows, None), (None, slice(None)), anchors)
 
     def at(self, cells: Sequence[tuple[int, int]]) -> list[float]:
-        """The scores of the given (row, column) cells, in order."""
-        out: list[float] = []
-        block: tuple[int, np.ndarray] | None = None
-        for a, b in cells:
-            if block is None or not block[0] <= a < block[0] + len(block[1]):
-                start = a - a % self.block_rows
-                block = (start, self.rows(start, min(self.shape[0], start + self.block_rows)))
-            out.append(float(block[1][a - block[0], b]))
-        return out
+        """The scores of the given (row, column) cells, in order (without scoring whole rows)."""
+        if not cells:
+            return []
+        a, b = (np.array(side) for side in zip(*cells, strict=True))
+        anchors = np.array(
+            [
+                _anchor_agreement([lang.anchors(self.english[i].text)], [self._chinese_anchors[j]])[0, 0]
+                for i, j in cells
+            ]
+        )
+        sim = np.einsum("ij,ij->i", self.ev[a], self.zv[b]).astype(np.float64) if self._calibrated else None
+        return self._combine(sim, a, b, anchors).tolist()
+
+    def _combine(
+        self, sim: np.ndarray | None, rows: object, columns: object, anchors: np.ndarray
+    ) -> np.ndarray:
+        """Scores from similarities, anchor agreement and lengths; ``rows``/``columns`` index the stats."""
+        if sim is None:
+            score = np.full(anchors.shape, MIN_SCORE + 1.0)
+        else:
+            n, m = self.shape
+            z_row = _excluded_z(sim, self._row_sums[rows], self._row_squares[rows], m)
+            z_column = _excluded_z(sim, self._column_sums[columns], self._column_squares[columns], n)
+            score = (z_row + z_column) / 2
+        score += _ANCHOR_WEIGHT * anchors
+        mismatch = _length_mismatch(self._english_length[rows], self._chinese_length[columns])
+        return score - _LENGTH_WEIGHT * mismatch
 
     def matrix(self) -> np.ndarray:
         """Every score at once (small documents and tests)."""
@@ -178,8 +185,8 @@ def _anchor_agreement(english_anchors: Sequence[set[str]], chinese_anchors: Sequ
 def _excluded_z(sim: np.ndarray, total: np.ndarray, squares: np.ndarray, count: int) -> np.ndarray:
     """Each entry's z-score against the other entries of its row or column.
 
-    ``total`` and ``squares`` are the sums of the whole rows (shape (rows, 1)) or columns
-    (shape (1, columns)), ``count`` their length.
+    ``total`` and ``squares`` are the sums over each entry's whole row or column (broadcast
+    against ``sim``), ``count`` that row's or column's length.
     """
     k = count - 1
     mean = (total - sim) / k
