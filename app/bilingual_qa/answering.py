@@ -168,7 +168,7 @@ class ExtractiveAnswerer:
             return self._refusal(question, language, signals)
         if version is not None:
             chosen = self._in_version(chosen, version)
-        return self._compose(plain_question, language, chosen, signals, version is not None)
+        return self._compose(question, language, chosen, signals, terms, version is not None)
 
     def _in_version(self, chosen: list[_Candidate], version: str) -> list[_Candidate]:
         """Each chosen sentence replaced by its translation in the asked-for version, when there is one.
@@ -303,17 +303,17 @@ class ExtractiveAnswerer:
         language: str,
         chosen: list[_Candidate],
         signals: dict[str, float],
+        terms: dict[str, float],
         version_asked: bool = False,
     ) -> Answer:
         """Quote the chosen sentences in document order per paragraph, with markers and note.
 
-        ``question`` is the text whose terms pick the clauses to quote; ``version_asked``
-        frames a quote from the other-language version as what that version says (asked
-        for), rather than as something only it states.
+        ``terms`` (the question's weighted key terms) pick the clauses to quote;
+        ``version_asked`` frames a quote from the other-language version as what that
+        version says (asked for), rather than as something only it states.
         """
         ordered = sorted(chosen, key=lambda c: (c.rank, c.paragraph.index, c.sentence.start))
         chinese_answer = lang.is_chinese(language)
-        terms = self._weighted_terms(question)
         spans = {id(c): _quote_span(c.paragraph, c.sentence, terms) for c in chosen}
         pieces = []
         for c in ordered:
