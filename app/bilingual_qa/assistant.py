@@ -91,6 +91,11 @@ class Assistant:
         return twin
 
     @property
+    def default_script(self) -> str:
+        """The Chinese script answers use when a question does not show its own (the document's)."""
+        return self._default_script
+
+    @property
     def document(self) -> Document:
         """The parsed document, with aligned twins."""
         return self.index.document

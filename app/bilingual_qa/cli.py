@@ -62,9 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     ev = commands.add_parser(
         "eval", parents=[common], help="score answers on a reference Q&A set and gate on the baseline"
     )
-    ev.add_argument("--set", dest="reference_set", metavar="PATH", help="eval/reference_qa.jsonl by default")
+    ev.add_argument(
+        "--set",
+        dest="reference_set",
+        metavar="PATH",
+        action="append",
+        help="a reference set (repeatable); default: every set under eval/ (a .jsonl with a .meta.json)",
+    )
     ev.add_argument("--report", metavar="DIR", help="where report.json and report.html go (eval/reports/)")
-    ev.add_argument("--baseline", metavar="PATH", help="baseline to gate on (eval/baseline.json)")
+    ev.add_argument(
+        "--baseline", metavar="PATH", help="baseline to gate one --set on (default: the set's own baseline)"
+    )
     ev.add_argument("--update-baseline", action="store_true", help="record this run as the new baseline")
     ev.add_argument("--top-k", type=int, metavar="K", help="paragraph pairs retrieved per question")
     serve = commands.add_parser("serve", parents=[common], help="serve the chat web page")

@@ -61,6 +61,8 @@ _KEYS = {
     "answerable": bool,
     "history": list,
 }
+# Optional: on a follow-up, the id of the case (same set, no history) asking the same question in full.
+_OPTIONAL_KEYS = {"full": str}
 _MARKER = re.compile(r"\[(P\d+)\]")
 # Where an answer's quotes start and end: markers, ellipses, colons, sentence ends.
 _PIECES = re.compile(r"\[P\d+\]|…|[:：。！？；]|(?<=[.!?])\s+")
@@ -91,6 +93,11 @@ METRICS = (
     Metric("refusal_acc", "refuse", tolerance=0.05),
     Metric("false_refusal", "f.refuse", higher_is_better=False, tolerance=0.05),
     Metric("chrf", "chrF", tolerance=2.0),
+    # Answer characters over the cited paragraph's, for paragraphs of 3+ sentences (median).
+    Metric("answer_length", "len", higher_is_better=False, tolerance=0.1),
+    # How often "this is stated only in the other version" is said, and how often rightly.
+    Metric("other_said", "o.said", tolerance=None),
+    Metric("other_right", "o.right", tolerance=0.05),
     # Timing is noisy on shared machines: reported, never gated by default.
     Metric("latency_p50", "p50 ms", higher_is_better=False, tolerance=None),
     Metric("latency_p95", "p95 ms", higher_is_better=False, tolerance=None),
@@ -120,6 +127,7 @@ class Case:
     answerable: bool
     history: tuple[tuple[str, str], ...]
     line: int
+    full: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,15 @@ class ReferenceSet:
     cases: tuple[Case, ...]
     document_name: str | None = None
     document_sha256: str | None = None
+    # From the sidecar: the document file (None: the embedded default) and whether the set is
+    # development data (used to fit the answerer, so scored cross-validated).
+    document_path: Path | None = None
+    development: bool = False
+
+    @property
+    def name(self) -> str:
+        """The set's name: its file name without ``.jsonl``."""
+        return self.path.name.removesuffix(".jsonl")
 
 
 def meta_path(path: str | Path) -> Path:
@@ -178,6 +195,12 @@ def load_reference_set(path: str | Path = DEFAULT_SET, document: object | None =
         cases.append(case)
     if not cases:
         raise EvaluationError(f"{path}: the reference set is empty")
+    by_id = {c.id: c for c in cases}
+    for case in cases:
+        if case.full is not None and (case.full not in by_id or by_id[case.full].history):
+            raise EvaluationError(
+                f"{path}:{case.line}: full {case.full!r} is not a case without history in this set"
+            )
     meta = _read_meta(path)
     reference = ReferenceSet(
         path=path,
@@ -185,6 +208,8 @@ def load_reference_set(path: str | Path = DEFAULT_SET, document: object | None =
         cases=tuple(cases),
         document_name=meta.get("document"),
         document_sha256=meta.get("sha256"),
+        document_path=(path.parent / meta["path"]) if meta.get("path") else None,
+        development=bool(meta.get("development", False)),
     )
     if document is not None:
         check_reference_set(reference, document)
@@ -225,13 +250,13 @@ def _parse_case(line: str, number: int, where: str) -> Case:
     if not isinstance(row, dict):
         raise EvaluationError(f"{where}: a case must be a JSON object, not {type(row).__name__}")
     missing = [k for k in _KEYS if k not in row]
-    extra = sorted(set(row) - set(_KEYS))
+    extra = sorted(set(row) - set(_KEYS) - set(_OPTIONAL_KEYS))
     if missing or extra:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unknown {', '.join(extra)}"] if extra else []
         )
         raise EvaluationError(f"{where}: keys: {'; '.join(parts)}")
-    for key, kind in _KEYS.items():
+    for key, kind in [*_KEYS.items(), *((k, v) for k, v in _OPTIONAL_KEYS.items() if k in row)]:
         if not isinstance(row[key], kind) or (kind is not bool and isinstance(row[key], bool)):
             raise EvaluationError(f"{where}: {key} has the wrong type ({type(row[key]).__name__})")
 
@@ -270,6 +295,8 @@ def _parse_case(line: str, number: int, where: str) -> Case:
             raise fail("an answerable case needs at least one required fact")
     elif gold or preferred is not None or facts:
         raise fail("an unanswerable case has empty gold and facts and a null preferred")
+    if "full" in row and not history:
+        raise fail("full names the same question asked in full: only a case with history has one")
     return Case(
         id=row["id"],
         question=row["question"],
@@ -282,11 +309,12 @@ def _parse_case(line: str, number: int, where: str) -> Case:
         answerable=row["answerable"],
         history=tuple((h["question"], h["answer"]) for h in history),
         line=number,
+        full=row.get("full"),
     )
 
 
-def _read_meta(path: Path) -> dict[str, str]:
-    """The sidecar's {"document", "sha256"}; empty when there is none."""
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The sidecar's {"document", "sha256"} (and optional "path", "development"); empty when there is none."""
     sidecar = meta_path(path)
     if not sidecar.exists():
         return {}
@@ -296,6 +324,8 @@ def _read_meta(path: Path) -> dict[str, str]:
         raise EvaluationError(f"cannot read {sidecar}: {exc}") from None
     if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in ("document", "sha256")):
         raise EvaluationError(f'{sidecar}: expected {{"document": NAME, "sha256": HEX}}')
+    if not isinstance(meta.get("path", ""), str) or not isinstance(meta.get("development", False), bool):
+        raise EvaluationError(f'{sidecar}: "path" must be a file name and "development" true or false')
     return meta
 
 
@@ -418,6 +448,20 @@ def score_case(
             problems.append("the answer has no [P#] marker")
         elif not markers <= set(cited):
             problems.append(f"markers {sorted(markers - set(cited))} are not among the citations")
+    if answer.answered:
+        said = _says_only_in_other_version(answer.text)
+        metrics["other_said"] = float(said)
+        if said:
+            # Right only when no gold paragraph is written in the question's language family.
+            own_side = [g for g in case.gold if lang.is_chinese(document.paragraph(g).language)
+                        == lang.is_chinese(case.language)]  # fmt: skip
+            metrics["other_right"] = float(case.answerable and not own_side)
+            if not metrics["other_right"]:
+                problems.append("said the fact is only in the other version, but it is not")
+        if case.answerable and cited:
+            paragraph = document.paragraph(cited[0])
+            if len(paragraph.sentences) >= 3:
+                metrics["answer_length"] = round(len(_plain(answer.text)) / max(1, len(paragraph.text)), 4)
     lang_ok, script_ok = language_matches(answer, case.language)
     metrics["lang_match"], metrics["script_match"] = float(lang_ok), float(script_ok)
     if not lang_ok:
@@ -476,6 +520,23 @@ def language_matches(answer: Any, expected: str) -> tuple[bool, bool]:
         return language_ok, language_ok
     han = "".join(ch for ch in "".join(checked) if lang.is_cjk(ch))
     return language_ok, language_ok and lang.to_script(han, expected) == han
+
+
+@lru_cache(maxsize=1)
+def _other_version_prefixes() -> tuple[str, ...]:
+    """The openings of every "stated only in the other version" message, in every language."""
+    from .prompts import messages
+
+    return tuple(
+        messages(language)[key].split("{quote}")[0].strip()
+        for language in LANGUAGES
+        for key in ("only_in_chinese", "only_in_english")
+    )
+
+
+def _says_only_in_other_version(text: str) -> bool:
+    """Whether an answer says its fact is stated only in the other version."""
+    return any(prefix and prefix in text for prefix in _other_version_prefixes())
 
 
 def _squash(text: str) -> str:
@@ -594,6 +655,11 @@ def evaluate_system(
             except QuestionError:
                 ranking = []
         results.append(score_case(case, answer, document, ranking, seconds))
+    return system_report(name, "+".join(sorted(backends)), results)
+
+
+def system_report(name: str, backend: str, results: Sequence[CaseResult]) -> SystemReport:
+    """Aggregate scored cases into a :class:`SystemReport` (per cell, "all" and per category)."""
     cells: dict[str, dict[str, float | None]] = {}
     counts: dict[str, int] = {}
     present = {r.cell for r in results}
@@ -607,7 +673,7 @@ def evaluate_system(
     }
     return SystemReport(
         name=name,
-        backend="+".join(sorted(backends)),
+        backend=backend,
         cells=cells,
         counts=counts,
         categories=categories,
@@ -623,6 +689,9 @@ def aggregate(results: Sequence[CaseResult]) -> dict[str, float | None]:
             hyps = [_plain(r.answer) for r in results]
             score = _chrf().corpus_score(hyps, [[r.reference for r in results]]).score if hyps else None
             out["chrf"] = None if score is None else round(score, 2)
+        elif metric.key == "answer_length":
+            values = [r.metrics[metric.key] for r in results if r.metrics.get(metric.key) is not None]
+            out[metric.key] = round(statistics.median(values), 4) if values else None
         elif metric.key.startswith("latency_"):
             times = sorted(r.seconds for r in results)
             q = 0.5 if metric.key == "latency_p50" else 0.95
@@ -740,7 +809,73 @@ class NaivePipeline:
         )
 
 
+class TopUnitQuote:
+    """A trivial rule, for comparison: the top-ranked unit's paragraph in the question's language,
+    quoting its ``sentences`` sentences most similar to the question (never refuses).
+
+    It uses the engine's own retrieval and sentence vectors, so the difference from the engine
+    is the answering step alone.
+
+    Args:
+        assistant: the :class:`~bilingual_qa.Assistant` whose retrieval and index it uses.
+        sentences: how many sentences to quote.
+    """
+
+    def __init__(self, assistant: Any, sentences: int) -> None:
+        self.assistant = assistant
+        self.sentences = sentences
+        self.backend = f"top-unit-{sentences}"
+        self._position = {p.id: i for i, p in enumerate(assistant.document.paragraphs)}
+
+    def retrieve(self, question: str, history: object = None, k: int = RETRIEVAL_DEPTH) -> Any:
+        """The engine's ranking."""
+        return self.assistant.retrieve(question, history=history, k=k)
+
+    def ask(self, question: str, history: object = None) -> Any:
+        """Quote the top unit's best sentences in the question's language, converted to its script."""
+        from .answering import Answer, Citation
+        from .chat import as_turns, condense
+
+        assistant = self.assistant
+        question = assistant.validate(question)
+        standalone = condense(question, as_turns(history))
+        language = lang.question_language(question, assistant.default_script)
+        top = assistant.retrieve(question, history=history, k=1)
+        members = [assistant.document.paragraph(i) for i in top[0].paragraph_ids] if top else []
+        same = [p for p in members if lang.is_chinese(p.language) == lang.is_chinese(language)]
+        paragraph = (same or members)[0]
+        index = assistant.index
+        rows = index.sentence_range(self._position[paragraph.id])
+        vector = assistant.embedder.embed_queries([standalone])[0]
+        similarity = index.sentence_vectors[rows.start : rows.stop] @ vector
+        best = sorted(int(i) for i in (-similarity).argsort(kind="stable")[: self.sentences])
+        quoted = [paragraph.sentences[i] for i in best]
+        text = ("" if lang.is_chinese(language) else " ").join(s.text for s in quoted)
+        if lang.is_chinese(paragraph.language):
+            text = lang.to_script(text, language)
+        return Answer(
+            question=question,
+            text=f"{text} [{paragraph.id}]",
+            language=language,
+            answered=True,
+            citations=(
+                Citation(
+                    paragraph.id,
+                    paragraph.language,
+                    paragraph.text,
+                    paragraph.twin_id,
+                    float(similarity.max()),
+                    tuple((q.start, q.end) for q in quoted),
+                ),
+            ),
+            backend=self.backend,
+            evidence_language=paragraph.language,
+        )
+
+
 # --- the whole run ---------------------------------------------------------------------------
+
+_SYSTEM_FIELDS = ("engine", "naive", "extractive", "rules")
 
 
 @dataclass(frozen=True)
@@ -760,22 +895,25 @@ class EvalReport:
     naive: SystemReport | None = None
     # With an LLM configured: the same assistant answering extractively, side by side.
     extractive: SystemReport | None = None
+    # Trivial answering rules over the engine's retrieval (TopUnitQuote), for comparison.
+    rules: tuple[SystemReport, ...] = ()
+    development: bool = False
 
     @property
     def systems(self) -> list[SystemReport]:
-        """The scored systems, in table order: engine, extractive (LLM runs only), naive."""
-        return [s for s in (self.engine, self.extractive, self.naive) if s is not None]
+        """The scored systems, in table order: engine, extractive (LLM runs only), naive, rules."""
+        return [s for s in (self.engine, self.extractive, self.naive, *self.rules) if s is not None]
 
     def to_dict(self) -> dict[str, object]:
         """The full report, JSON-ready (every case of every system, and their tallies)."""
-        out = dataclasses.asdict(self)
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in _SYSTEM_FIELDS}
         for system in self.systems:
-            out[system.name]["tallies"] = system.tallies()
+            out[system.name] = dataclasses.asdict(system) | {"tallies": system.tallies()}
         return out
 
     def summary(self) -> dict[str, object]:
         """The report without per-case details."""
-        out = {k: v for k, v in self.to_dict().items() if k not in ("engine", "naive", "extractive")}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in _SYSTEM_FIELDS}
         for system in self.systems:
             out[system.name] = {
                 "backend": system.backend,
@@ -794,6 +932,7 @@ def run_eval(
     naive: bool = True,
     k: int = RETRIEVAL_DEPTH,
     progress: bool = False,
+    rules: bool = True,
 ) -> EvalReport:
     """Evaluate an Assistant (whatever it is configured with) on a reference set.
 
@@ -803,6 +942,7 @@ def run_eval(
             written for the assistant's document (sidecar sha256).
         naive: also score the plain llama-index pipeline over the same document and embedder.
             (An assistant with an LLM backend is also scored answering extractively.)
+        rules: also score :class:`TopUnitQuote` quoting one and two sentences.
         k: ranked pairs scored for MRR.
         progress: show progress bars on stderr.
 
@@ -834,6 +974,10 @@ def run_eval(
     if naive:
         pipeline = NaivePipeline(document, assistant.embedder)
         baseline = evaluate_system(pipeline, reference_set, document, name="naive", k=k, progress=progress)
+    scored_rules = tuple(
+        evaluate_system(TopUnitQuote(assistant, n), reference_set, document, name=f"top{n}", k=k)
+        for n in ((1, 2) if rules else ())
+    )
     settings = assistant.settings
     return EvalReport(
         reference_set=str(reference_set.path),
@@ -848,6 +992,8 @@ def run_eval(
         engine=engine,
         naive=baseline,
         extractive=extractive,
+        rules=scored_rules,
+        development=reference_set.development,
     )
 
 
@@ -1077,7 +1223,8 @@ def write_reports(
 
 _CHART_METRICS = ("hit@1", "mrr", "fact_recall", "cite_precision", "lang_match", "script_match",
                   "refusal_acc", "chrf")  # fmt: skip
-_COLORS = {"engine": "#2563eb", "extractive": "#16a34a", "naive": "#9ca3af"}
+_COLORS = {"engine": "#2563eb", "extractive": "#16a34a", "naive": "#9ca3af", "top1": "#f59e0b",
+           "top2": "#fcd34d"}  # fmt: skip
 
 
 def render_svg_chart(report: EvalReport) -> str:
@@ -1134,17 +1281,6 @@ def render_html(report: EvalReport, regressions: Sequence[Regression] = ()) -> s
     """A self-contained HTML report: summary, regressions, per-cell table, chart, failing cases."""
     esc = html.escape
     systems = report.systems
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["cell", "system", "n", *(m.label for m in METRICS)])
-    body = []
-    for cell in report.engine.cells:
-        for system in systems:
-            values = system.cells.get(cell, {})
-            first = esc(cell) if system is report.engine else ""
-            tds = "".join(f"<td>{_fmt(m.key, values.get(m.key))}</td>" for m in METRICS)
-            body.append(
-                f'<tr class="{esc(system.name)}"><th>{first}</th><td>{esc(system.name)}</td>'
-                f"<td>{system.counts.get(cell, 0)}</td>{tds}</tr>"
-            )
     gate = (
         "<ul class='bad'>" + "".join(f"<li>{esc(str(r))}</li>" for r in regressions) + "</ul>"
         if regressions
@@ -1161,25 +1297,94 @@ def render_html(report: EvalReport, regressions: Sequence[Regression] = ()) -> s
     tallies = f"<h2>Backends and guardrails</h2><ul>{tallies}</ul>" if tallies else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bilingual-qa evaluation</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #111; }}
-table {{ border-collapse: collapse; font-size: 13px; }}
-th, td {{ border: 1px solid #ddd; padding: 3px 6px; text-align: right; }}
-tr.naive td, tr.extractive td {{ color: #6b7280; }} th {{ text-align: left; background: #f9fafb; }}
-.bad {{ color: #b91c1c; }} .case {{ border-top: 1px solid #ddd; padding: .5em 0; }}
-.case .a {{ background: #f3f4f6; padding: .3em; white-space: pre-wrap; }} code {{ font-size: 12px; }}
-</style></head><body>
+{_STYLE}</head><body>
 <h1>bilingual-qa evaluation</h1>
 <p>{esc(report.reference_set)}: {report.cases} cases · document {esc(report.document)}
 (<code>{report.document_sha256[:12]}</code>) · model {esc(report.model)} · backend
 {esc(report.engine.backend)} · {esc(report.created)} · {report.seconds:.0f} s</p>
 <h2>Gate</h2>{gate}
 <h2>Per cell (question language → evidence language)</h2>
-<table><tr>{head}</tr>{"".join(body)}</table>
-<p>Rates in 0–1 (f.refuse: lower is better); chrF 0–100; latency in ms
-(the naive pipeline's query embeddings come from the engine's cache).</p>
+{_table_html(report)}
+{_LEGEND}
 {tallies}<h2>Chart</h2>{render_svg_chart(report)}
 {"".join(failing)}
+</body></html>
+"""
+
+
+_STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #111; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; }
+tr.naive td, tr.extractive td, tr.top1 td, tr.top2 td { color: #6b7280; }
+th { text-align: left; background: #f9fafb; }
+.bad { color: #b91c1c; } .case { border-top: 1px solid #ddd; padding: .5em 0; }
+.case .a { background: #f3f4f6; padding: .3em; white-space: pre-wrap; } code { font-size: 12px; }
+</style>"""
+_LEGEND = """<p>Rates in 0–1 (f.refuse and len: lower is better); chrF 0–100; latency in ms
+(the comparison systems' query embeddings come from the engine's cache). <i>naive</i>: plain
+llama-index, top paragraph; <i>top1</i>/<i>top2</i>: the engine's top unit, its paragraph in the
+question's language, quoting its one or two sentences most similar to the question. <i>len</i>:
+median answer length over the cited paragraph's (paragraphs of 3+ sentences); <i>o.said</i>: share of
+answers saying "only in the other version"; <i>o.right</i>: share of those where no gold paragraph is in
+the question's language.</p>"""
+
+
+def _table_html(report: EvalReport) -> str:
+    """The per-cell table of every system, as HTML."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["cell", "system", "n", *(m.label for m in METRICS)])
+    body = []
+    for cell in report.engine.cells:
+        for system in report.systems:
+            values = system.cells.get(cell, {})
+            first = esc(cell) if system is report.engine else ""
+            tds = "".join(f"<td>{_fmt(m.key, values.get(m.key))}</td>" for m in METRICS)
+            body.append(
+                f'<tr class="{esc(system.name)}"><th>{first}</th><td>{esc(system.name)}</td>'
+                f"<td>{system.counts.get(cell, 0)}</td>{tds}</tr>"
+            )
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def render_suite_html(
+    reports: Sequence[EvalReport],
+    pooled: EvalReport,
+    regressions: Sequence[tuple[EvalReport, Sequence[Regression]]],
+) -> str:
+    """The whole run as one self-contained page: the pooled table, then every set's table and gate."""
+    esc = html.escape
+    sections = []
+    for report, found in regressions:
+        name = Path(report.reference_set).name.removesuffix(".jsonl")
+        kind = (
+            "development data (fitted on; scores cross-validated by article)"
+            if report.development
+            else ("reference set")
+        )
+        gate = (
+            "<ul class='bad'>" + "".join(f"<li>{esc(str(r))}</li>" for r in found) + "</ul>"
+            if found
+            else "<p>Gate: no regression against the baseline (or none compared).</p>"
+        )
+        sections.append(
+            f"<h2 id='{esc(name)}'>{esc(name)}</h2><p>{esc(kind)} · {report.cases} cases · document "
+            f"{esc(report.document)} · {report.seconds:.0f} s · <a href='{esc(name)}/report.html'>"
+            f"details and failing cases</a></p>{gate}{_table_html(report)}"
+        )
+    toc = " · ".join(
+        f"<a href='#{esc(n)}'>{esc(n)}</a>"
+        for n in (Path(r.reference_set).name.removesuffix(".jsonl") for r in reports)
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>bilingual-qa evaluation</title>
+{_STYLE}</head><body>
+<h1>bilingual-qa evaluation: {len(reports)} sets</h1>
+<p>{toc} · model {esc(pooled.model)} · {esc(pooled.created)} · {pooled.seconds:.0f} s</p>
+<h2>All sets pooled ({pooled.cases} cases)</h2>
+{_table_html(pooled)}
+{_LEGEND}
+{"".join(sections)}
 </body></html>
 """
 
@@ -1203,56 +1408,153 @@ def _failures_html(system: SystemReport) -> str:
 # --- command line ----------------------------------------------------------------------------
 
 
-def run_cli(args: Any, make_assistant: Callable[[Any], Any]) -> int:
-    """``bilingual-qa eval``: run, report, then gate on (or update) the baseline.
+def discover_sets(folder: str | Path = EVAL_DIR) -> list[Path]:
+    """Every reference set under ``folder``: a ``.jsonl`` with its ``.meta.json`` sidecar, default first."""
+    folder = Path(folder)
+    found = sorted(
+        p for p in folder.rglob("*.jsonl") if meta_path(p).exists() and "reports" not in p.parts[-3:-1]
+    )
+    return sorted(found, key=lambda p: not _same_file(p, DEFAULT_SET))
+
+
+def baseline_path(set_path: str | Path) -> Path:
+    """Where a set's baseline lives: eval/baseline.json for the default set, else ``<set>.baseline.json``."""
+    set_path = Path(set_path)
+    if _same_file(set_path, DEFAULT_SET):
+        return DEFAULT_BASELINE
+    return set_path.with_name(set_path.name.removesuffix(".jsonl") + ".baseline.json")
+
+
+def pool_reports(reports: Sequence[EvalReport]) -> EvalReport:
+    """One report over every case of every set: each system's cases pooled, cells recomputed."""
+    import hashlib
+
+    first = reports[0]
+
+    def pooled(name: str) -> SystemReport | None:
+        parts = [s for r in reports for s in r.systems if s.name == name]
+        if not parts:
+            return None
+        backend = "+".join(sorted({b for s in parts for b in s.backend.split("+")}))
+        return system_report(name, backend, [c for s in parts for c in s.cases])
+
+    rule_names = dict.fromkeys(s.name for r in reports for s in r.rules)
+    return EvalReport(
+        reference_set=f"{len(reports)} sets pooled",
+        reference_sha256=hashlib.sha256("".join(r.reference_sha256 for r in reports).encode()).hexdigest(),
+        cases=sum(r.cases for r in reports),
+        document=f"{len({r.document_sha256 for r in reports})} documents",
+        document_sha256="",
+        model=first.model,
+        settings=first.settings,
+        created=first.created,
+        seconds=round(sum(r.seconds for r in reports), 2),
+        engine=pooled("engine"),
+        naive=pooled("naive"),
+        extractive=pooled("extractive"),
+        rules=tuple(p for p in map(pooled, rule_names) if p is not None),
+    )
+
+
+def run_cli(args: Any, make_assistant: Callable[..., Any]) -> int:
+    """``bilingual-qa eval``: run every set (or the ones named), report, then gate on (or update) baselines.
 
     Args:
-        args: parsed CLI arguments (reference_set, report, baseline, update_baseline, json).
-        make_assistant: builds the Assistant from ``args`` (the CLI's common flags).
+        args: parsed CLI arguments (reference_set: a list of paths or None, report, baseline,
+            update_baseline, json).
+        make_assistant: builds the Assistant from ``args`` (the CLI's common flags) and an
+            optional document path.
 
     Returns:
-        0 when the gate passes (or the baseline was updated), 1 on a regression.
+        0 when every gate passes (or the baselines were updated), 1 on a regression.
 
     Raises:
         BilingualQAError: bad reference set or baseline, or the run failed; nothing is written then.
     """
-    set_path = Path(args.reference_set or DEFAULT_SET)
-    explicit = args.baseline is not None
-    if explicit:
-        baseline_path = Path(args.baseline)
-    elif _same_file(set_path, DEFAULT_SET):
-        baseline_path = DEFAULT_BASELINE
-    else:
-        baseline_path = set_path.with_name(set_path.name.removesuffix(".jsonl") + ".baseline.json")
+    chosen = args.reference_set or discover_sets()
+    set_paths = [Path(p) for p in ([chosen] if isinstance(chosen, (str, Path)) else chosen)]
+    if not set_paths:
+        raise EvaluationError(f"no reference sets (a .jsonl with a .meta.json sidecar) under {EVAL_DIR}")
+    if args.baseline is not None and len(set_paths) > 1:
+        raise EvaluationError("--baseline names one baseline: give one --set with it")
     # Fail on a bad set or baseline before the model is loaded.
-    reference = load_reference_set(set_path)
-    baseline = None
-    if baseline_path.exists():
-        baseline = load_baseline(baseline_path)
-    elif explicit and not args.update_baseline:
-        raise EvaluationError(f"no baseline at {baseline_path}")
-    report = run_eval(make_assistant(args), reference, progress=True)
-    regressions = compare_to_baseline(report, baseline) if baseline and not args.update_baseline else ()
-    json_path, html_path = write_reports(report, args.report or DEFAULT_REPORT_DIR, regressions)
+    references = [load_reference_set(p) for p in set_paths]
+    baselines: list[tuple[Path, dict[str, Any] | None]] = []
+    for reference in references:
+        path = Path(args.baseline) if args.baseline is not None else baseline_path(reference.path)
+        if path.exists():
+            baselines.append((path, load_baseline(path)))
+        elif args.baseline is not None and not args.update_baseline:
+            raise EvaluationError(f"no baseline at {path}")
+        else:
+            baselines.append((path, None))
+    reports = []
+    first = None
+    for reference in references:
+        document = str(reference.document_path) if reference.document_path else None
+        if first is None:
+            first = assistant = make_assistant(args, document)
+        else:
+            from .assistant import Assistant
+
+            assistant = Assistant(document=document, settings=first.settings, embedder=first.embedder)
+        reports.append(run_eval(assistant, reference, progress=True))
+    folder = Path(args.report or DEFAULT_REPORT_DIR)
+    single = len(reports) == 1
+    regressions: list[tuple[EvalReport, tuple[Regression, ...]]] = []
+    written = []
+    for report, (_, baseline) in zip(reports, baselines, strict=True):
+        found = compare_to_baseline(report, baseline) if baseline and not args.update_baseline else ()
+        regressions.append((report, found))
+        name = Path(report.reference_set).name.removesuffix(".jsonl")
+        written.extend(write_reports(report, folder if single else folder / name, found))
+    pooled = None if single else pool_reports(reports)
+    if pooled is not None:
+        written.extend(write_suite(reports, pooled, regressions, folder))
     if args.json:
-        summary = report.summary() | {
-            "regressions": [str(r) for r in regressions],
-            "reports": [str(json_path), str(html_path)],
+        summary = {
+            "sets": [r.summary() | {"regressions": [str(x) for x in found]} for r, found in regressions],
+            "pooled": pooled.summary() if pooled else None,
+            "reports": [str(p) for p in written],
         }
         print(json.dumps(summary, ensure_ascii=False, indent=2))
     else:
-        print(format_table(report))
-        print(f"\nreports: {json_path} {html_path}")
-    if args.update_baseline:
-        print(f"baseline written: {write_baseline(report, baseline_path)}", file=sys.stderr)
-        return 0
-    if baseline is None:
-        note = f"note: no baseline at {baseline_path}; gate skipped (--update-baseline records one)"
-        print(note, file=sys.stderr)
-        return 0
-    for regression in regressions:
-        print(f"regression: {regression}", file=sys.stderr)
-    return 1 if regressions else 0
+        for report in [*reports, *([pooled] if pooled else [])]:
+            print(format_table(report) + "\n")
+        print(f"reports: {' '.join(str(p) for p in written if p.suffix == '.html')}")
+    status = 0
+    for (report, found), (path, baseline) in zip(regressions, baselines, strict=True):
+        if args.update_baseline:
+            print(f"baseline written: {write_baseline(report, path)}", file=sys.stderr)
+        elif baseline is None:
+            note = f"note: no baseline at {path}; gate skipped (--update-baseline records one)"
+            print(note, file=sys.stderr)
+        for regression in found:
+            print(f"regression: {Path(report.reference_set).name}: {regression}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def write_suite(
+    reports: Sequence[EvalReport],
+    pooled: EvalReport,
+    regressions: Sequence[tuple[EvalReport, Sequence[Regression]]],
+    folder: str | Path = DEFAULT_REPORT_DIR,
+) -> tuple[Path, Path]:
+    """Write the whole run's report.json (every set's summary, and the pooled one) and report.html.
+
+    Returns:
+        The JSON and HTML paths.
+    """
+    folder = Path(folder)
+    data = {
+        "sets": [r.summary() | {"regressions": [str(x) for x in found]} for r, found in regressions],
+        "pooled": pooled.summary(),
+    }
+    json_path, html_path = folder / "report.json", folder / "report.html"
+    _atomic_write(json_path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+    _atomic_write(html_path, render_suite_html(reports, pooled, regressions))
+    return json_path, html_path
 
 
 def _same_file(a: Path, b: Path) -> bool:
