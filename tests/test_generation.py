@@ -708,7 +708,7 @@ def test_smollm_through_http_never_does_worse_than_extractive(smollm_bot, capsys
     assert len(sample.cases) >= 10
     # The evaluation harness over the real HTTP path: the LLM-backed assistant, and beside it
     # the same assistant answering extractively.
-    report = run_eval(smollm_bot, sample, naive=False)
+    report = run_eval(smollm_bot, sample, naive=False, rules=False)
     llm, extractive = report.engine, report.extractive
     tallies = llm.tallies()
     with capsys.disabled():
@@ -740,7 +740,7 @@ def test_eval_scores_the_llm_beside_the_extractive_engine_and_tallies_guardrails
     reference = load_reference_set(ROOT / "eval" / "reference_qa.jsonl")
     reference = dataclasses.replace(reference, cases=reference.cases[::8])
     # One fixed reply: grounded for the Thailand question, off the evidence for every other one.
-    report = run_eval(bot, reference, naive=False)
+    report = run_eval(bot, reference, naive=False, rules=False)
     assert [s.name for s in report.systems] == ["engine", "extractive"]
     engine, extractive = report.engine.tallies(), report.extractive.tallies()
     assert extractive == {"backend": {"extractive": len(reference.cases)}, "fallback": {}, "guardrail": {}}

@@ -112,3 +112,21 @@ def test_version_requests_name_the_other_version(question, language, version, le
         assert rest != question and not lang.version_request(rest, language)[0]
     if left is not None:
         assert rest == left
+
+
+def test_chinese_prose_full_of_latin_codes_is_still_chinese():
+    # Han characters are a minority of the letters here, but nothing Latin reads as English prose.
+    codes = (
+        "x 視窗系統的終端機模擬器，支援各種編碼，包括 ISO-8859-1、TCVN5712、VISCII、EUC-JP、KOI8-R、"
+        "CP1251、GEORGEAN-PS、EUC-JISX0213、ISO-2022-JP、Shift_JIS、ISO-2022-KR、EUC-KR、UHC、JOHAB、GBK、Big5"
+    )
+    assert lang.cjk_ratio(codes) < 0.3
+    assert lang.detect_language(codes) == "zh-Hant"
+    assert lang.detect_language("tcpd — Wietse Venema 的 TCP 包裝工具。亦稱為 TCPD 或 LOG_TCP。") == "zh-Hant"
+    # English prose that names a few Chinese words, and short credits, stay English.
+    assert lang.detect_language("Translation/熊灵松 and Niu Kexin") == "en"
+    prose = (
+        "The 重慶市政府外辦 office said that the corridor will be built with the help of the "
+        "西部陸海新通道 group."
+    )
+    assert lang.detect_language(prose) == "en"

@@ -639,7 +639,8 @@ def evaluate_system(
     results: list[CaseResult] = []
     backends: set[str] = set()
     retrieve = getattr(system, "retrieve", None)
-    for case in tqdm(reference.cases, desc=name, unit="q", file=sys.stderr, disable=not progress):
+    quiet = not progress or not sys.stderr.isatty()  # a log file gets no progress bar
+    for case in tqdm(reference.cases, desc=name, unit="q", file=sys.stderr, disable=quiet):
         history = [{"question": q, "answer": a} for q, a in case.history] or None
         started = time.perf_counter()
         try:
@@ -1483,7 +1484,13 @@ def run_cli(args: Any, make_assistant: Callable[..., Any]) -> int:
     for reference in references:
         path = Path(args.baseline) if args.baseline is not None else baseline_path(reference.path)
         if path.exists():
-            baselines.append((path, load_baseline(path)))
+            data = load_baseline(path)
+            if not args.update_baseline and data.get("reference_sha256") != reference.sha256:
+                raise EvaluationError(
+                    f"{path} was recorded for another version of {reference.path.name}; "
+                    "re-run with --update-baseline to record a new one"
+                )
+            baselines.append((path, data))
         elif args.baseline is not None and not args.update_baseline:
             raise EvaluationError(f"no baseline at {path}")
         else:

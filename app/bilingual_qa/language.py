@@ -114,6 +114,10 @@ def detect_language(text: str, seed: int = 0, default_script: str = HANT) -> str
     ratio = cjk_ratio(text)
     if ratio >= 0.3:
         return chinese_script(text, default_script)
+    # Chinese prose full of Latin codes and names ("支援各種編碼，包括 ISO-8859-1、EUC-JP…")
+    # stays Chinese unless its Latin part reads as English prose.
+    if sum(1 for ch in text if is_cjk(ch)) >= _CHINESE_PROSE_CHARS and not _clearly_english(text):
+        return chinese_script(text, default_script)
     letters = sum(ch.isalpha() for ch in text)
     if letters == 0:
         return UNKNOWN
@@ -137,6 +141,9 @@ def detect_language(text: str, seed: int = 0, default_script: str = HANT) -> str
     return EN
 
 
+# Han characters that make a paragraph Chinese prose whatever its share of Latin codes and names
+# (short credits such as "Translation/熊灵松" stay with their Latin text).
+_CHINESE_PROSE_CHARS = 8
 # Words frequent in any English prose and rare as words of other Latin-alphabet languages.
 _ENGLISH_MARKERS = frozenset(
     "the and of to is are was were with that this for will from have has which".split()
