@@ -48,8 +48,15 @@ def fake_embedder() -> FakeEmbedder:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings isolated from the user's environment, indexes under tmp_path."""
-    return Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
+    """Settings isolated from the user's environment, indexes under tmp_path.
+
+    The answerer's refusal threshold is fitted on the real model's similarities, which the
+    fake embedder does not reproduce; fast tests therefore answer from the best evidence
+    (threshold 0) and check what an answer is made of, and refusals are asked for with
+    ``answer_threshold=1.0``. Whether the real model refuses the right questions is measured
+    by the evaluation's integration test.
+    """
+    return Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", answer_threshold=0.0)
 
 
 @pytest.fixture

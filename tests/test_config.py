@@ -26,7 +26,23 @@ def test_replace_ignores_none_and_coerces():
     assert s.threads == 3 and s.document == Path("a.txt") and s.model == DEFAULT_MODEL
 
 
-@pytest.mark.parametrize("env", [{"BILINGUAL_QA_TOP_K": "many"}, {"BILINGUAL_QA_THREADS": "0"}])
+def test_answer_threshold_is_optional_and_read_from_the_environment():
+    assert Settings.from_env({}).answer_threshold is None  # the fitted model's own
+    s = Settings.from_env({"BILINGUAL_QA_ANSWER_THRESHOLD": "0.35"})
+    assert s.answer_threshold == pytest.approx(0.35)
+    assert s.replace(answer_threshold=0.8).answer_threshold == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"BILINGUAL_QA_TOP_K": "many"},
+        {"BILINGUAL_QA_THREADS": "0"},
+        {"BILINGUAL_QA_ANSWER_THRESHOLD": "1.5"},
+        {"BILINGUAL_QA_ANSWER_THRESHOLD": "-0.1"},
+        {"BILINGUAL_QA_ANSWER_THRESHOLD": "high"},
+    ],
+)
 def test_bad_values_raise_config_error(env):
     with pytest.raises(ConfigError):
         Settings.from_env(env)

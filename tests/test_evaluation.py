@@ -348,6 +348,22 @@ def test_baseline_trips_beyond_tolerance_only(tmp_path, report):
     assert len(compare_to_baseline(report, data)) == 2
 
 
+def test_a_conditional_metric_missing_from_a_run_is_not_a_regression(tmp_path, report):
+    data = load_baseline(write_baseline(report, tmp_path / "baseline.json"))
+    cell = report.engine.cells["all"]
+    data["cells"]["all"]["other_right"] = 0.9  # a case type this run happens not to have
+    data["cells"]["all"]["hit@1"] = cell["hit@1"]
+    cell_without = {k: v for k, v in cell.items() if k != "other_right"}
+    report.engine.cells["all"] = cell_without
+    try:
+        assert compare_to_baseline(report, data) == ()
+        del cell_without["hit@1"]  # an unconditional metric gone missing is one
+        (regression,) = compare_to_baseline(report, data)
+        assert (regression.metric, regression.current) == ("hit@1", None)
+    finally:
+        report.engine.cells["all"] = cell
+
+
 def test_a_baseline_for_another_set_is_an_error(tmp_path, report):
     data = load_baseline(write_baseline(report, tmp_path / "baseline.json"))
     data["reference_sha256"] = "0" * 64

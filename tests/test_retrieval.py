@@ -21,7 +21,9 @@ def test_every_paragraph_is_in_exactly_one_unit_with_its_twin(fake_embedder):
 def test_hits_bring_their_twin_and_are_ranked(fake_embedder):
     r = _retriever(fake_embedder)
     q = "Which sister cities in Thailand and Cambodia?"
-    hits = r.search(q, fake_embedder.embed_queries([q])[0], 4)
+    result = r.search(q, fake_embedder.embed_queries([q])[0], 4)
+    assert result.question == q
+    hits = result.hits
     assert len(hits) == 4
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     ids = {r.index.document.paragraphs[i].id for i in hits[0].members}

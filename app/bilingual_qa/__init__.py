@@ -20,7 +20,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .answering import Answer, Citation
+    from .answer import Answer, Citation
     from .assistant import Assistant
     from .document import Paragraph
 
@@ -41,8 +41,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Assistant": "assistant",
-    "Answer": "answering",
-    "Citation": "answering",
+    "Answer": "answer",
+    "Citation": "answer",
     "Paragraph": "document",
 }
 

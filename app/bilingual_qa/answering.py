@@ -1,347 +1,392 @@
 """Answering (extractive): quote the sentences that answer the question, cited as [P#].
 
-No LLM is involved. The answerer picks sentences from the retrieved units,
-preferring the paragraph written in the question's language, converts Chinese
-to the question's script, and refuses in the question's language when the
-document does not contain the answer.
-
-Whether the document answers is decided from two calibrated signals, because
-e5's raw similarities are compressed (unrelated text scores 0.75–0.85):
-- *salience*: how many standard deviations the best sentence's similarity to
-  the question stands above the document's other sentences;
-- *coverage*: the IDF-weighted share of the question's key terms that the
-  evidence contains (rare terms such as names weigh more than "Chongqing").
+No LLM is involved. Every sentence of the retrieved units, in both versions, is described by
+:mod:`bilingual_qa.evidence`; a small logistic model fitted on development data
+(:mod:`bilingual_qa.training`, weights in ``data/answerer.json``) gives the probability that it
+answers the question. The document is judged silent when the best probability is below the
+fitted threshold; otherwise the answer quotes the best sentence (and a second one when it is
+nearly as likely), in the question's language: a sentence found in the other version is quoted
+through its translation, and "only in the other version" is said only when the paragraph has no
+translation of it. Chinese is converted to the question's script.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from . import language as lang
+from .answer import Answer, Citation
 from .document import Paragraph, Sentence
+from .errors import ConfigError
+from .evidence import FEATURES, Evidence, Weighing, expected_type, has_type
 from .prompts import messages
-from .retrieval import Hit, Retriever
+from .retrieval import Retrieval, Retriever
 
-# Decision thresholds, in the calibrated units above (see module docstring).
-COVERAGE_SURE = 0.6
-COVERAGE_WITH_SALIENCE = 0.3
-SALIENCE_WITH_COVERAGE = 1.5
-SALIENCE_SURE = 3.5
-# Sentence choice: salience + this × coverage; hits further down pay a rank penalty.
-COVERAGE_WEIGHT = 2.0
-RANK_PENALTY = 0.5
-SECOND_SENTENCE_GAP = 1.0
-OTHER_LANGUAGE_MARGIN = 0.3
-UNITS_CONSIDERED = 3
-# Chinese sentences longer than this (characters) are cut to their answering clauses.
-LONG_SENTENCE = 80
-# Translating a quote into the other version: how much less similar (cosine) than the best
-# match a neighbouring sentence may be and still belong to the translation.
-TRANSLATION_SPREAD = 0.05
+__all__ = ["Answer", "AnswererModel", "Citation", "ExtractiveAnswerer", "expected_type", "has_type"]
 
-# Expected answer types: a "how many" question is answered by a sentence with a
-# quantity, a "what date" question by one with a calendar date.
-_ASKS_QUANTITY = re.compile(
-    r"\bhow (?:many|much)\b|\bwhat (?:number|amount|percentage)\b|多少|几[个家场位次项条名座所年天]"
-)
-_ASKS_DATE = re.compile(
-    r"\b(?:what|which)(?: exact| specific)? (?:date|day)\b|\bon what day\b"
-    r"|哪一?天|几月几[日号]|什么日子|具体日期|哪个日期"
-)
-_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
-_QUANTITY = re.compile(
-    r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
-    r"fifty|hundred|thousand|million|billion|dozens?|several|multiple)\b|"
-    r"[一二两三四五六七八九十百千万亿]+[个家场位次项条名座所年月日天倍人]"
-)
-_DATE = re.compile(rf"\b(?:{_MONTHS})\.? \d{{1,2}}\b|\b\d{{1,2}} (?:{_MONTHS})\b|\d{{1,2}}月\d{{1,2}}[日号]")
+MODEL_PATH = Path(__file__).resolve().parent / "data" / "answerer.json"
+MODEL_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class Citation:
-    """A paragraph an answer quotes: its id, language, full text, twin and quoted spans."""
+class AnswererModel:
+    """The fitted answerer: two logistic models.
 
-    paragraph_id: str
-    language: str
-    text: str
-    twin_id: str | None
-    score: float
-    spans: tuple[tuple[int, int], ...] = ()
-
-
-@dataclass(frozen=True)
-class Answer:
-    """An answer in the question's language and script, with [P#] markers and its citations.
-
-    ``backend`` is "extractive" (quoted sentences) or "llm" (generated, and passed
-    every guardrail of :mod:`bilingual_qa.generation`).
+    ``sentence`` gives P(a sentence answers) from its :data:`~bilingual_qa.evidence.FEATURES`;
+    ``gate`` gives P(the document answers) from the question-level view of the best candidates
+    (:func:`question_features`). ``threshold``: below this gate probability the document is
+    judged silent. ``second``: a
+    second sentence is quoted when its probability is at least this share of the best one's.
+    ``translation``: a sentence's best match in the twin paragraph must be at least this
+    similar (cosine) to count as its translation.
     """
 
-    question: str
-    text: str
-    language: str
-    answered: bool
-    citations: tuple[Citation, ...]
-    backend: str = "extractive"
-    standalone_question: str | None = None
-    evidence_language: str | None = None
-    signals: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    # Generative backend only: why its answer was replaced by this extractive one
-    # (None when it was not), and the guardrail checks that fired on its text.
-    fallback_reason: str | None = None
-    guardrails: tuple[str, ...] = ()
+    sentence: Logistic
+    gate: Logistic
+    threshold: float
+    second: float
+    translation: float
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """P(the sentence answers the question) for each row of ``features``."""
+        return self.sentence.predict(features)
+
+    def confidence(self, features: np.ndarray, probabilities: np.ndarray) -> float:
+        """P(the document answers the question), from the question-level view of its evidence."""
+        if not len(probabilities):
+            return 0.0
+        return float(self.gate.predict(question_features(features, probabilities)[None, :])[0])
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnswererModel:
+        """A model from its JSON form."""
+        return cls(
+            sentence=Logistic.from_dict(data["sentence"]),
+            gate=Logistic.from_dict(data["gate"]),
+            threshold=float(data["threshold"]),
+            second=float(data["second"]),
+            translation=float(data["translation"]),
+        )
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict of the answer."""
-        return asdict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        """The answer as JSON with readable Chinese (no \\u escapes)."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+        """The JSON form."""
+        return {
+            "sentence": self.sentence.to_dict(),
+            "gate": self.gate.to_dict(),
+            "threshold": round(self.threshold, 6),
+            "second": round(self.second, 6),
+            "translation": round(self.translation, 6),
+        }
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Logistic:
+    """A logistic regression over standardized features: answering needs only this dot product."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """The probability for each row of ``features``."""
+        if not len(features):
+            return np.zeros(0)
+        logits = ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Logistic:
+        """From the JSON form."""
+        return cls(
+            mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64),
+            coef=np.asarray(data["coef"], dtype=np.float64),
+            intercept=float(data["intercept"]),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (rounded: small and diffable)."""
+        return {
+            "mean": [round(float(x), 6) for x in self.mean],
+            "scale": [round(float(x), 6) for x in self.scale],
+            "coef": [round(float(x), 6) for x in self.coef],
+            "intercept": round(self.intercept, 6),
+        }
+
+
+# The question-level view the gate reads, in this order: how sure the best sentences are, and
+# what the best sentence's evidence lacks.
+GATE_FEATURES = (
+    "best_logit", "second_logit", "unknown", "numbers_missing_document", "numbers_missing_unit",
+    "cover_sentence", "cover_unit", "top_unit_cover", "best_z", "z", "terms", "type_missing", "sim",
+    "checkable",
+)  # fmt: skip
+_F = {name: i for i, name in enumerate(FEATURES)}
+
+
+def question_features(features: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """The gate's features (:data:`GATE_FEATURES`) from a question's candidates and their probabilities."""
+    order = np.argsort(-probabilities, kind="stable")
+    best = features[order[0]]
+    logit = lambda p: math.log(max(p, 1e-6) / max(1 - p, 1e-6))  # noqa: E731
+    top = features[:, _F["unit_rank"]] == 0
+    return np.array(
+        [
+            logit(float(probabilities[order[0]])),
+            logit(float(probabilities[order[1]])) if len(order) > 1 else logit(0.0),
+            best[_F["unknown"]],
+            best[_F["numbers_missing_document"]],
+            best[_F["numbers_missing_unit"]],
+            best[_F["cover_sentence"]],
+            best[_F["cover_unit"]],
+            float(features[top, _F["cover_unit"]].max()) if top.any() else 0.0,
+            best[_F["best_z"]],
+            best[_F["z"]],
+            best[_F["terms"]],
+            best[_F["asks_type"]] * (1 - best[_F["type_found"]]),
+            best[_F["sim"]],
+            best[_F["checkable"]],
+        ]
+    )
+
+
+@lru_cache(maxsize=4)
+def load_model_file(path: Path = MODEL_PATH) -> dict:
+    """The fitted weights file, checked against this version's features.
+
+    Raises:
+        ConfigError: missing, unreadable, or fitted for other features.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the answerer's weights {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"the answerer's weights {path} are not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise ConfigError(f"the answerer's weights {path} are not format {MODEL_FORMAT}")
+    if data.get("features") != list(FEATURES):
+        raise ConfigError(f"the answerer's weights {path} were fitted for other features; refit them")
+    return data
+
+
+def load_model(holdout: str | None = None, path: Path = MODEL_PATH) -> AnswererModel:
+    """The answerer model; with ``holdout`` (a document's sha256), the one fitted without it.
+
+    Development documents have a model fitted without them, so evaluation on them is
+    cross-validated; any other document gets the model fitted on everything.
+
+    Raises:
+        ConfigError: the weights file is missing or malformed.
+    """
+    data = load_model_file(path)
+    fold = (data.get("folds") or {}).get(holdout) if holdout else None
+    try:
+        return AnswererModel.from_dict(fold or data["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"the answerer's weights {path} are malformed ({exc})") from None
+
+
+@dataclass(frozen=True)
+class _Quote:
+    """A sentence (or run of sentences) to quote, with the twin run that says the same."""
+
     paragraph: Paragraph
     sentence: Sentence
     score: float
-    coverage: float
     rank: int
+    twin: tuple[int, int] | None  # span in the twin paragraph
 
 
 class ExtractiveAnswerer:
-    """Answers by quoting document sentences; see the module docstring for the rules."""
+    """Answers by quoting document sentences; see the module docstring.
 
-    def __init__(self, retriever: Retriever, top_k: int = 4, max_sentences: int = 2) -> None:
+    Args:
+        retriever: the document's retriever.
+        max_sentences: how many sentences an answer may quote.
+        model: the fitted model; None loads the packaged one at the first answer.
+        threshold: refuse below this confidence instead of the model's fitted threshold.
+    """
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        max_sentences: int = 2,
+        model: AnswererModel | None = None,
+        threshold: float | None = None,
+    ):
         self.retriever = retriever
-        self.top_k = top_k
+        self.evidence = Evidence(retriever)
         self.max_sentences = max_sentences
-        self._paragraphs = retriever.index.document.paragraphs
-        self._position = {p.id: i for i, p in enumerate(self._paragraphs)}
-        self._idf = _idf(retriever.tokens)
-        self._max_idf = math.log(1 + (len(self._paragraphs) + 0.5) / 0.5)
-        self._token_sets = [set(t) for t in retriever.tokens]
+        self.threshold = threshold
+        self._model = model
 
-    def answer(self, question: str, language: str, query_vector: np.ndarray) -> Answer:
-        """Answer ``question`` (already validated) asked in ``language``.
+    @property
+    def model(self) -> AnswererModel:
+        """The fitted model (loaded at first use)."""
+        if self._model is None:
+            self._model = load_model()
+        return self._model
+
+    def with_model(self, model: AnswererModel) -> ExtractiveAnswerer:
+        """The same answerer (sharing its evidence caches) deciding with another model."""
+        twin = ExtractiveAnswerer.__new__(ExtractiveAnswerer)
+        twin.__dict__.update(self.__dict__)
+        twin._model = model
+        return twin
+
+    def answer(self, question: str, language: str, retrieval: Retrieval) -> Answer:
+        """Answer ``question`` (already validated and condensed) asked in ``language``.
 
         Args:
             question: the question text.
             language: "en", "zh-Hant" or "zh-Hans".
-            query_vector: the question's normalized query embedding.
+            retrieval: the search result for the question.
 
         Returns:
             The :class:`Answer`; ``answered`` is False when the document is silent.
         """
-        hits = self.retriever.search(question, query_vector, self.top_k)
-        sims = self.retriever.sentence_scores(query_vector)
-        spread = float(sims.std()) or 1.0
-        salience = (sims - float(sims.mean())) / spread
-        version, plain_question = lang.version_request(question, language)
-        terms = self._weighted_terms(plain_question)
-        coverages = [
-            self._coverage(
-                terms,
-                set().union(*(self._token_sets[m] for m in h.members)),
-                any(lang.is_chinese(self._paragraphs[m].language) for m in h.members),
-                any(not lang.is_chinese(self._paragraphs[m].language) for m in h.members),
-            )
-            for h in hits[:UNITS_CONSIDERED]
-        ]
-        checked = [c for c in coverages if c is not None]
-        best_salience = float(salience.max()) if len(salience) else 0.0
-        best_coverage = max(checked) if checked else None
-        signals = {"salience": round(best_salience, 3)}
-        if best_coverage is not None:
-            signals["coverage"] = round(best_coverage, 3)
-        if not hits or not _answerable(best_salience, best_coverage):
+        weighing = self.evidence.weigh(question, language, retrieval)
+        model = self.model
+        probabilities = model.probabilities(weighing.features)
+        confidence = model.confidence(weighing.features, probabilities)
+        threshold = model.threshold if self.threshold is None else self.threshold
+        signals = {"confidence": round(confidence, 4), "threshold": round(threshold, 4)}
+        if not len(probabilities) or confidence < threshold:
             return self._refusal(question, language, signals)
-        chosen = self._choose(question, hits[:UNITS_CONSIDERED], language, salience, terms)
-        if not chosen:
-            return self._refusal(question, language, signals)
-        if version is not None:
-            chosen = self._in_version(chosen, version)
-        return self._compose(question, language, chosen, signals, terms, version is not None)
+        quotes, only_other = self._choose(weighing, probabilities)
+        return self._compose(question, language, quotes, signals, weighing, only_other)
 
-    def _in_version(self, chosen: list[_Candidate], version: str) -> list[_Candidate]:
-        """Each chosen sentence replaced by its translation in the asked-for version, when there is one.
+    def _choose(self, weighing: Weighing, probabilities: np.ndarray) -> tuple[list[_Quote], bool]:
+        """The quotes, best first, moved to the wanted version where a translation says the same.
 
-        The translation is the twin paragraph's sentence most similar to the chosen one:
-        e5 places a sentence and its translation close together whatever their languages.
+        Returns the quotes and whether the best one had to stay in the other version.
         """
-        index = self.retriever.index
-        out: list[_Candidate] = []
-        for c in chosen:
-            twin_position = self._position.get(c.paragraph.twin_id or "")
-            in_version = lang.is_chinese(c.paragraph.language) == (version != lang.EN)
-            if in_version or twin_position is None:
-                out.append(c)
-                continue
-            twin = self._paragraphs[twin_position]
-            own = index.sentence_range(self._position[c.paragraph.id])
-            vector = index.sentence_vectors[own[c.paragraph.sentences.index(c.sentence)]]
-            rows = index.sentence_range(twin_position)
-            similarity = index.sentence_vectors[rows.start : rows.stop] @ vector
-            # A long Chinese sentence is often several English ones (and the reverse): grow the
-            # best match into its neighbours while they also match and the length falls short.
-            expected = len(c.sentence.text) * len(twin.text) / max(1, len(c.paragraph.text))
-            first = last = int(np.argmax(similarity))
-            floor = float(similarity[first]) - TRANSLATION_SPREAD
-            while twin.sentences[last].end - twin.sentences[first].start < 0.7 * expected:
-                sides = [i for i in (first - 1, last + 1) if 0 <= i < len(twin.sentences)]
-                if not sides or max(similarity[i] for i in sides) < floor:
-                    break
-                step = max(sides, key=lambda i: similarity[i])
-                first, last = min(first, step), max(last, step)
-            start, end = twin.sentences[first].start, twin.sentences[last].end
-            sentence = Sentence(twin.text[start:end], start, end)
-            if all((m.paragraph.id, m.sentence.start) != (twin.id, start) for m in out):
-                out.append(_Candidate(twin, sentence, c.score, c.coverage, c.rank))
-        return out
+        model = self.model
+        evidence = self.evidence
+        order = [int(i) for i in np.argsort(-probabilities, kind="stable")]
+        best = order[0]
+        picked = [best]
+        taken = set(_footprint(weighing.candidates[best]))
+        for i in order[1:]:
+            if len(picked) >= self.max_sentences or probabilities[i] < model.second * probabilities[best]:
+                break
+            footprint = _footprint(weighing.candidates[i])
+            if footprint & taken:
+                continue  # the same sentence again, or its translation
+            picked.append(i)
+            taken |= footprint
+        wanted_chinese = lang.is_chinese(weighing.language)
+        if weighing.version is not None:
+            wanted_chinese = weighing.version != lang.EN
+        quotes: list[_Quote] = []
+        only_other = False
+        for n, i in enumerate(picked):
+            c = weighing.candidates[i]
+            paragraph = evidence.paragraph(c.position)
+            sentence = paragraph.sentences[c.sentence]
+            score = float(probabilities[i])
+            span = c.twin
+            in_wanted = lang.is_chinese(paragraph.language) == wanted_chinese
+            alternative = None if in_wanted or span is None else self._alternative(weighing, probabilities, i)
+            # Asked what the other version says: its corresponding sentences, however loosely they match.
+            asked = weighing.version is not None
+            if (
+                not in_wanted
+                and span is not None
+                and (asked or self._translates(c.position, c.sentence, span))
+            ):
+                twin = evidence.paragraph(span.position)
+                start, end = twin.sentences[span.first].start, twin.sentences[span.last].end
+                quote = _Quote(twin, Sentence(twin.text[start:end], start, end), score, c.rank,
+                               (sentence.start, sentence.end))  # fmt: skip
+            elif alternative is not None:
+                # No sentence-for-sentence translation, but the twin says it in its own words.
+                a = weighing.candidates[alternative]
+                twin = evidence.paragraph(a.position)
+                quote = _Quote(twin, twin.sentences[a.sentence], float(probabilities[alternative]), a.rank,
+                               (sentence.start, sentence.end))  # fmt: skip
+            else:
+                only_other = only_other or (n == 0 and not in_wanted)
+                twin_span = None
+                if span is not None:
+                    twin = evidence.paragraph(span.position)
+                    twin_span = (twin.sentences[span.first].start, twin.sentences[span.last].end)
+                quote = _Quote(paragraph, sentence, score, c.rank, twin_span)
+            if all(
+                (q.paragraph.id, q.sentence.start) != (quote.paragraph.id, quote.sentence.start)
+                for q in quotes
+            ):
+                quotes.append(quote)
+        return quotes, only_other
 
-    def _weighted_terms(self, question: str) -> dict[str, float]:
-        """Key terms of the question with their IDF weights (unknown terms weigh most)."""
-        weights: dict[str, float] = {}
-        for term in lang.key_terms(question):
-            weights[term] = self._idf.get(term, self._max_idf)
-        return weights
-
-    @staticmethod
-    def _coverage(
-        terms: dict[str, float], tokens: set[str], chinese_text: bool, english_text: bool
-    ) -> float | None:
-        """IDF-weighted share of the checkable ``terms`` present in ``tokens``; None if none is checkable.
-
-        Chinese terms cannot be checked against English-only text, nor English
-        words against Chinese-only text (unless they occur in it, like "RCEP").
-        """
-        checkable = {
-            t: w
-            for t, w in terms.items()
-            if (chinese_text if lang.is_cjk(t[0]) else (english_text or t.isdigit() or t in tokens))
-        }
-        total = sum(checkable.values())
-        if total <= 0:
+    def _alternative(self, weighing: Weighing, probabilities: np.ndarray, chosen: int) -> int | None:
+        """The twin paragraph's most likely sentence, when it is nearly as likely as ``chosen``."""
+        twin = self.evidence.twin_position(weighing.candidates[chosen].position)
+        rows = [i for i, c in enumerate(weighing.candidates) if c.position == twin]
+        if not rows:
             return None
-        return sum(w for t, w in checkable.items() if t in tokens) / total
+        best = max(rows, key=lambda i: probabilities[i])
+        return best if probabilities[best] >= self.model.second * probabilities[chosen] else None
 
-    def _choose(
-        self,
-        question: str,
-        hits: Sequence[Hit],
-        language: str,
-        salience: np.ndarray,
-        terms: dict[str, float],
-    ) -> list[_Candidate]:
-        """The sentences to quote, best first, from the question-language side of each unit."""
-        same_family = lang.is_chinese(language)
-        candidates: list[_Candidate] = []
-        for rank, hit in enumerate(hits):
-            members = [self._paragraphs[m] for m in hit.members]
-            same = [p for p in members if lang.is_chinese(p.language) == same_family]
-            other = [p for p in members if lang.is_chinese(p.language) != same_family]
-            side = same or other
-            if same and other:
-                # The versions differ in places: quote the other one when it alone has the terms.
-                cov_same = max(self._paragraph_coverage(terms, p) for p in same)
-                cov_other = max(self._paragraph_coverage(terms, p) for p in other)
-                if cov_other > cov_same + OTHER_LANGUAGE_MARGIN:
-                    side = other
-            for paragraph in side:
-                rows = self.retriever.index.sentence_range(self._position[paragraph.id])
-                for row, sentence in zip(rows, paragraph.sentences, strict=True):
-                    coverage = self._sentence_coverage(terms, sentence, paragraph)
-                    score = float(salience[row]) + COVERAGE_WEIGHT * coverage - RANK_PENALTY * rank
-                    candidates.append(_Candidate(paragraph, sentence, score, coverage, rank))
-        candidates.sort(key=lambda c: -c.score)
-        needed = expected_type(question)
-        if needed is not None and candidates:
-            # Only sentences of the expected type can answer; a weak one is no answer.
-            typed = [c for c in candidates if has_type(c.sentence.text, needed)]
-            candidates = [c for c in typed if c.score >= candidates[0].score - SECOND_SENTENCE_GAP]
-        if not candidates:
-            return []
-        chosen = [candidates[0]]
-        covered = self._covered_terms(terms, chosen[0])
-        for candidate in candidates[1:]:
-            if len(chosen) >= self.max_sentences:
-                break
-            if candidate.score < chosen[0].score - SECOND_SENTENCE_GAP:
-                break
-            new_terms = self._covered_terms(terms, candidate) - covered
-            if new_terms:
-                chosen.append(candidate)
-                covered |= new_terms
-        return chosen
-
-    def _paragraph_coverage(self, terms: dict[str, float], paragraph: Paragraph) -> float:
-        """Coverage of ``terms`` by one paragraph (0 when none is checkable)."""
-        tokens = self._token_sets[self._position[paragraph.id]]
-        chinese = lang.is_chinese(paragraph.language)
-        return self._coverage(terms, tokens, chinese, not chinese) or 0.0
-
-    def _sentence_coverage(self, terms: dict[str, float], sentence: Sentence, paragraph: Paragraph) -> float:
-        """Coverage of ``terms`` by one sentence (0 when none is checkable)."""
-        chinese = lang.is_chinese(paragraph.language)
-        return self._coverage(terms, set(lang.lexical_tokens(sentence.text)), chinese, not chinese) or 0.0
-
-    @staticmethod
-    def _covered_terms(terms: dict[str, float], candidate: _Candidate) -> set[str]:
-        tokens = set(lang.lexical_tokens(candidate.sentence.text))
-        return {t for t in terms if t in tokens}
+    def _translates(self, position: int, sentence: int, span) -> bool:
+        """Whether the twin span really is the sentence's translation (similar enough)."""
+        index = self.evidence.index
+        vector = index.sentence_vectors[self.evidence.row(position, sentence)]
+        rows = [self.evidence.row(span.position, i) for i in range(span.first, span.last + 1)]
+        return float((index.sentence_vectors[rows] @ vector).max()) >= self.model.translation
 
     def _compose(
         self,
         question: str,
         language: str,
-        chosen: list[_Candidate],
+        quotes: list[_Quote],
         signals: dict[str, float],
-        terms: dict[str, float],
-        version_asked: bool = False,
+        weighing: Weighing,
+        only_other: bool,
     ) -> Answer:
-        """Quote the chosen sentences in document order per paragraph, with markers and note.
-
-        ``terms`` (the question's weighted key terms) pick the clauses to quote;
-        ``version_asked`` frames a quote from the other-language version as what that
-        version says (asked for), rather than as something only it states.
-        """
-        ordered = sorted(chosen, key=lambda c: (c.rank, c.paragraph.index, c.sentence.start))
+        """Quote the chosen sentences whole, in document order per unit, with markers and a note."""
+        ordered = sorted(quotes, key=lambda q: (q.rank, q.paragraph.index, q.sentence.start))
         chinese_answer = lang.is_chinese(language)
-        spans = {id(c): _quote_span(c.paragraph, c.sentence, terms) for c in chosen}
+        # Whole sentences: cutting long Chinese sentences to the clauses holding the question's
+        # terms lost the answer more often than it shortened answers usefully (eval, all sets).
+        spans = {id(q): (q.sentence.start, q.sentence.end) for q in quotes}
         pieces = []
-        for c in ordered:
-            start, end = spans[id(c)]
-            text = c.paragraph.text[start:end]
-            if end < c.sentence.end:
-                text += "…"  # the quote stops mid-sentence: say so
-            if lang.is_chinese(c.paragraph.language):
+        for q in ordered:
+            start, end = spans[id(q)]
+            text = q.paragraph.text[start:end]
+            if lang.is_chinese(q.paragraph.language):
                 text = lang.to_script(text, language)
-            pieces.append(f"{text} [{c.paragraph.id}]")
+            pieces.append(f"{text} [{q.paragraph.id}]")
         quote = ("" if chinese_answer else " ").join(pieces)
-        evidence = ordered[0].paragraph.language
+        evidence_language = ordered[0].paragraph.language
         text = quote
-        if lang.is_chinese(evidence) != chinese_answer:
-            version = "english" if evidence == lang.EN else "chinese"
-            key = f"{version}_version_says" if version_asked else f"only_in_{version}"
-            text = messages(language)[key].format(quote=quote)
+        if lang.is_chinese(evidence_language) != chinese_answer:
+            version = "english" if evidence_language == lang.EN else "chinese"
+            if weighing.version is not None:
+                text = messages(language)[f"{version}_version_says"].format(quote=quote)
+            elif only_other:
+                text = messages(language)[f"only_in_{version}"].format(quote=quote)
         citations: dict[str, Citation] = {}
-        for c in sorted(chosen, key=lambda c: -c.score):
-            old = citations.get(c.paragraph.id)
-            quoted = (old.spans if old else ()) + (spans[id(c)],)
-            citations[c.paragraph.id] = Citation(
-                paragraph_id=c.paragraph.id,
-                language=c.paragraph.language,
-                text=c.paragraph.text,
-                twin_id=c.paragraph.twin_id,
-                score=round(old.score if old else c.score, 4),
-                spans=tuple(sorted(quoted)),
+        for q in sorted(quotes, key=lambda q: -q.score):
+            old = citations.get(q.paragraph.id)
+            quoted = (old.spans if old else ()) + (spans[id(q)],)
+            twin_quoted = (old.twin_spans if old else ()) + ((q.twin,) if q.twin else ())
+            citations[q.paragraph.id] = Citation(
+                paragraph_id=q.paragraph.id,
+                language=q.paragraph.language,
+                text=q.paragraph.text,
+                twin_id=q.paragraph.twin_id,
+                score=round(old.score if old else q.score, 4),
+                spans=tuple(sorted(set(quoted))),
+                twin_spans=tuple(sorted(set(twin_quoted))),
             )
         return Answer(
             question=question,
@@ -349,7 +394,7 @@ class ExtractiveAnswerer:
             language=language,
             answered=True,
             citations=tuple(citations.values()),
-            evidence_language=evidence,
+            evidence_language=evidence_language,
             signals=signals,
         )
 
@@ -365,94 +410,11 @@ class ExtractiveAnswerer:
         )
 
 
-def _quote_span(paragraph: Paragraph, sentence: Sentence, terms: dict[str, float]) -> tuple[int, int]:
-    """The part of a sentence to quote: a long Chinese sentence is cut to its answering clauses.
-
-    Chinese press sentences often chain a whole paragraph with commas; the
-    shortest run of clauses holding every question term the sentence holds,
-    plus the clause after it, answers as well and reads far better. English
-    sentences are quoted whole.
-    """
-    whole = (sentence.start, sentence.end)
-    if len(sentence.text) <= LONG_SENTENCE or not lang.is_chinese(paragraph.language):
-        return whole
-    clauses = _clauses(sentence.text)
-    found = [{t for t in terms if t in set(lang.lexical_tokens(sentence.text[a:b]))} for a, b in clauses]
-    target = set().union(*found)
-    if not target or len(clauses) < 2:
-        return whole
-    best = (0, len(clauses) - 1)
-    for i in range(len(clauses)):
-        covered: set[str] = set()
-        for j in range(i, len(clauses)):
-            covered |= found[j]
-            if covered == target:
-                length = clauses[j][1] - clauses[i][0]
-                if length < clauses[best[1]][1] - clauses[best[0]][0]:
-                    best = (i, j)
-                break
-    # What a Chinese sentence says about its topic usually follows it: keep one more clause.
-    last = min(best[1] + 1, len(clauses) - 1)
-    start, end = clauses[best[0]][0], clauses[last][1]
-    quoted = sentence.text[start:end].rstrip(",，;；:： ")
-    return sentence.start + start, sentence.start + start + len(quoted)
-
-
-def _clauses(text: str) -> list[tuple[int, int]]:
-    """Spans of the comma/semicolon clauses of a Chinese sentence (quotes kept whole)."""
-    spans: list[tuple[int, int]] = []
-    start, depth = 0, 0
-    for i, ch in enumerate(text):
-        if ch in "“「『《（(":
-            depth += 1
-        elif ch in "”」』》）)":
-            depth = max(0, depth - 1)
-        elif ch in ",，;；:：" and depth == 0 and i + 1 < len(text):
-            spans.append((start, i + 1))
-            start = i + 1
-    spans.append((start, len(text)))
-    return spans
-
-
-def _answerable(salience: float, coverage: float | None) -> bool:
-    """The calibrated decision: does the document contain an answer?
-
-    ``coverage`` is None when none of the question's terms can be checked
-    against the evidence (a Chinese question about English-only text): then
-    only a very salient sentence counts. A salient sentence sharing none of
-    the checkable terms is not an answer.
-    """
-    if coverage is None:
-        return salience >= SALIENCE_SURE
-    return (
-        coverage >= COVERAGE_SURE
-        or (coverage >= COVERAGE_WITH_SALIENCE and salience >= SALIENCE_WITH_COVERAGE)
-        or (salience >= SALIENCE_SURE and coverage > 0)
-    )
-
-
-def _idf(token_lists: Sequence[Sequence[str]]) -> dict[str, float]:
-    """BM25-style inverse document frequency of every token, over paragraphs."""
-    n = len(token_lists)
-    df: dict[str, int] = {}
-    for tokens in token_lists:
-        for t in set(tokens):
-            df[t] = df.get(t, 0) + 1
-    return {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
-
-
-def expected_type(question: str) -> str | None:
-    """The answer type a question asks for: "quantity", "date" or None."""
-    text = lang.normalize(question)
-    if _ASKS_DATE.search(text):
-        return "date"
-    if _ASKS_QUANTITY.search(text):
-        return "quantity"
-    return None
-
-
-def has_type(text: str, answer_type: str) -> bool:
-    """Whether ``text`` contains an answer of ``answer_type``."""
-    text = lang.normalize(text)
-    pattern = _DATE if answer_type == "date" else _QUANTITY
-    return bool(pattern.search(text))
+def _footprint(candidate) -> set[tuple[int, int]]:
+    """The (paragraph, sentence) cells a candidate and its translation occupy."""
+    cells = {(candidate.position, candidate.sentence)}
+    if candidate.twin is not None:
+        cells.update(
+            (candidate.twin.position, i) for i in range(candidate.twin.first, candidate.twin.last + 1)
+        )
+    return cells

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import language as lang
-from .answering import Answer, ExtractiveAnswerer
+from .answer import Answer
+from .answering import ExtractiveAnswerer, load_model, load_model_file
 from .chat import as_turns, condense
 from .config import Settings
 from .document import Document, Paragraph, read_document
@@ -69,7 +70,7 @@ class Assistant:
         self.index: Index = open_index(parsed, self.embedder, settings)
         self._retriever = Retriever(self.index)
         self._answerer = ExtractiveAnswerer(
-            self._retriever, top_k=settings.top_k, max_sentences=settings.max_answer_sentences
+            self._retriever, max_sentences=settings.max_answer_sentences, threshold=settings.answer_threshold
         )
         self._default_script = _dominant_script(self.index.document)
         self._generator = None
@@ -89,6 +90,37 @@ class Assistant:
         twin.settings = self.settings.replace(llm_url=None)
         twin._generator = None
         return twin
+
+    def cross_validated(self) -> Assistant:
+        """This assistant answering with the answerer model fitted without its document.
+
+        The packaged answerer is fitted on the development documents; for one of them, this
+        is the model that never saw it, so its scores on that document are honest. For any
+        other document it is the assistant itself.
+        """
+        if self.document.sha256 not in (load_model_file().get("folds") or {}):
+            return self
+        twin = copy.copy(self)
+        twin._answerer = self._answerer.with_model(load_model(holdout=self.document.sha256))
+        if self._generator is not None:
+            twin._generator = copy.copy(self._generator)
+            twin._generator.extractive = twin._answerer
+        return twin
+
+    def weigh(self, question: str, history: Iterable[object] | None = None):
+        """The evidence the answerer weighs for a question: every candidate sentence and its features.
+
+        For fitting the answerer (:mod:`bilingual_qa.training`); :meth:`ask` uses the same.
+
+        Returns:
+            (the :class:`~bilingual_qa.evidence.Weighing`, the :class:`~bilingual_qa.retrieval.Retrieval`).
+
+        Raises:
+            QuestionError: the question or history is invalid.
+        """
+        _, standalone, language, vector = self._prepare(question, history)
+        retrieval = self._retriever.search(standalone, vector, self.settings.top_k)
+        return self._answerer.evidence.weigh(standalone, language, retrieval), retrieval
 
     @property
     def default_script(self) -> str:
@@ -127,7 +159,7 @@ class Assistant:
         started = time.perf_counter()
         question, standalone, language, vector = self._prepare(question, history)
         engine = self._generator or self._answerer
-        answer = engine.answer(standalone, language, vector)
+        answer = engine.answer(standalone, language, self._search(standalone, vector))
         return self._finish(answer, question, standalone, started)
 
     def ask_stream(self, question: str, history: Iterable[object] | None = None) -> Iterator[str | Answer]:
@@ -163,13 +195,13 @@ class Assistant:
     ) -> Iterator[str | Answer]:
         if self._generator is not None:
             answer = None
-            for item in self._generator.stream(standalone, language, vector):
+            for item in self._generator.stream(standalone, language, self._search(standalone, vector)):
                 if isinstance(item, Answer):
                     answer = item
                 else:
                     yield item
         else:
-            answer = self._answerer.answer(standalone, language, vector)
+            answer = self._answerer.answer(standalone, language, self._search(standalone, vector))
             yield from _chunks(answer.text)
         yield self._finish(answer, question, standalone, started)
 
@@ -180,6 +212,10 @@ class Assistant:
         language = lang.question_language(question, self._default_script)
         vector = self.embedder.embed_queries([standalone])[0]
         return question, standalone, language, vector
+
+    def _search(self, standalone: str, vector):
+        """The one search a question gets: the top_k units and every sentence's score."""
+        return self._retriever.search(standalone, vector, self.settings.top_k)
 
     def _condense(self, question: str, turns: list) -> str:
         """The standalone question: rewritten by the LLM when one is configured, else by rule."""
@@ -217,7 +253,7 @@ class Assistant:
         """
         standalone = self._condense(self.validate(question), as_turns(history))
         vector = self.embedder.embed_queries([standalone])[0]
-        hits = self._retriever.search(standalone, vector, max(1, k or self.settings.top_k))
+        hits = self._retriever.search(standalone, vector, max(1, k or self.settings.top_k)).hits
         paragraphs = self.index.document.paragraphs
         return tuple(Retrieved(tuple(paragraphs[m].id for m in h.members), h.score) for h in hits)
 

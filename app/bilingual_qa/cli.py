@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--llm-model", metavar="NAME", help="model name sent to the LLM server")
     common.add_argument("--llm-timeout", type=float, metavar="SECONDS", help="time for one LLM answer (60)")
     common.add_argument("--llm-max-tokens", type=int, metavar="N", help="cap on generated tokens (400)")
+    common.add_argument(
+        "--answer-threshold",
+        type=float,
+        metavar="P",
+        help="refuse below this confidence, 0..1 (default: the fitted threshold)",
+    )
     common.add_argument("--json", action="store_true", help="print results as JSON (readable Chinese)")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
@@ -75,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--update-baseline", action="store_true", help="record this run as the new baseline")
     ev.add_argument("--top-k", type=int, metavar="K", help="paragraph pairs retrieved per question")
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="fit the answerer on eval/'s reference sets (cross-validated by document)",
+    )
+    train.add_argument("--out", metavar="PATH", help="weights file (default: the packaged answerer.json)")
     serve = commands.add_parser("serve", parents=[common], help="serve the chat web page")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="TCP port (default: 7860)")
@@ -103,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "train":
+            from .training import run_cli as train
+
+            return train(args)
         if args.command == "eval":
             from .evaluation import run_cli
 
@@ -131,6 +147,7 @@ def _assistant(args: argparse.Namespace, document: str | None = None):
         llm_model=getattr(args, "llm_model", None),
         llm_timeout=getattr(args, "llm_timeout", None),
         llm_max_tokens=getattr(args, "llm_max_tokens", None),
+        answer_threshold=getattr(args, "answer_threshold", None),
     )
     return Assistant(settings=settings)
 

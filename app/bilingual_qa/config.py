@@ -64,6 +64,9 @@ class Settings:
     top_k: int = 4
     max_question_chars: int = 2000
     max_answer_sentences: int = 2
+    # The answerer refuses when its confidence that the document answers is below this
+    # (0..1). None: the threshold fitted on development data (data/answerer.json).
+    answer_threshold: float | None = None
     batch_size: int = 32
     langdetect_seed: int = 0
     # Optional generative backend (bilingual_qa.generation): any OpenAI-compatible server.
@@ -85,6 +88,10 @@ class Settings:
         for name in ("threads", "top_k", "max_question_chars", "max_answer_sentences", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting {name} must be at least 1, got {getattr(self, name)}")
+        if self.answer_threshold is not None and not 0.0 <= self.answer_threshold <= 1.0:
+            raise ConfigError(
+                f"setting answer_threshold must be between 0 and 1, got {self.answer_threshold}"
+            )
         if not self.model.strip():
             raise ConfigError("setting model must not be empty")
         if self.engine not in ENGINES:
@@ -149,7 +156,7 @@ def _coerce(name: str, type_name: object, value: object) -> object:
             return None if value is None else Path(str(value)).expanduser()
         if type_name == "int":
             return int(value)  # type: ignore[arg-type]
-        if type_name == "float":
+        if type_name in ("float", "float | None"):
             return float(value)  # type: ignore[arg-type]
         return str(value)
     except (TypeError, ValueError):

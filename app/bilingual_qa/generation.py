@@ -47,16 +47,16 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
 from . import language as lang
-from .answering import Answer, Citation, ExtractiveAnswerer, expected_type, has_type
+from .answer import Answer, Citation
+from .answering import ExtractiveAnswerer
 from .chat import Turn, condense
 from .config import Settings
 from .document import Paragraph
 from .errors import ConfigError
+from .evidence import expected_type, has_type
 from .prompts import messages, template
-from .retrieval import Hit, Retriever
+from .retrieval import Hit, Retrieval, Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +166,13 @@ class GenerativeAnswerer:
         # The client holds the API key; never show it.
         return f"GenerativeAnswerer(model={self.settings.llm_model!r})"
 
-    def answer(self, question: str, language: str, query_vector: np.ndarray) -> Answer:
+    def answer(self, question: str, language: str, retrieval: Retrieval) -> Answer:
         """Answer ``question`` (already validated and condensed) asked in ``language``.
 
         Args:
             question: the question text.
             language: "en", "zh-Hant" or "zh-Hans".
-            query_vector: the question's normalized query embedding.
+            retrieval: the search result for the question.
 
         Returns:
             The LLM's answer (``backend="llm"``) when it passes every guardrail,
@@ -180,25 +180,25 @@ class GenerativeAnswerer:
             for LLM failures.
         """
         final = None
-        for item in self.stream(question, language, query_vector):
+        for item in self.stream(question, language, retrieval):
             if isinstance(item, Answer):
                 final = item
         assert final is not None  # stream always ends with an Answer
         return final
 
-    def stream(self, question: str, language: str, query_vector: np.ndarray) -> Iterator[str | Answer]:
+    def stream(self, question: str, language: str, retrieval: Retrieval) -> Iterator[str | Answer]:
         """Like :meth:`answer`, yielding the model's text deltas as they arrive, then the Answer.
 
         The deltas are the raw, unchecked text; the final Answer's ``text`` is
         authoritative (guardrails may edit it or replace it by the fallback).
         """
-        baseline = self.extractive.answer(question, language, query_vector)
+        baseline = self.extractive.answer(question, language, retrieval)
         if not baseline.answered:
             # The calibrated decision says the document is silent: no LLM may answer anyway.
             yield baseline.text
             yield dataclasses.replace(baseline, fallback_reason="document_silent")
             return
-        hits = self.retriever.search(question, query_vector, self.settings.top_k)[:CONTEXT_UNITS]
+        hits = retrieval.hits[:CONTEXT_UNITS]
         context = self._context(hits, language)
         scores = {self._paragraphs[m].id: h.score for h in hits for m in h.members}
         system, user, instructions = self._prompt(question, language, context)

@@ -30,6 +30,21 @@ class Hit:
     lexical: float
 
 
+@dataclass(frozen=True)
+class Retrieval:
+    """What one search found: the best units, and every sentence's and paragraph's scores.
+
+    The extractive and generative answerers both take this one result, so a question is
+    searched once.
+    """
+
+    question: str
+    query_vector: np.ndarray
+    hits: tuple[Hit, ...]
+    sentence_scores: np.ndarray  # cosine similarity of the query to every sentence
+    lexical: np.ndarray  # BM25 score of every paragraph
+
+
 class Retriever:
     """Hybrid retriever over one :class:`Index`."""
 
@@ -47,8 +62,6 @@ class Retriever:
             self.unit_of[i] = len(self.units)
             self.units.append((i,) if twin is None else (i, twin))
         self.tokens = [lang.lexical_tokens(p.text) for p in paragraphs]
-        # (query vector bytes, its sentence scores): search() and the answerer both need them.
-        self._last_sentence_scores: tuple[bytes, np.ndarray] | None = None
         self._bm25_index = None
         self._bm25_lock = threading.Lock()
 
@@ -70,18 +83,11 @@ class Retriever:
 
     def sentence_scores(self, query_vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of the query to every sentence of the document (read-only)."""
-        # One pass over every sentence vector is the largest cost of a big document's answer
-        # (10,000 paragraphs: 26k sentences, ~13 ms on 2 busy cores), so do it once per question.
-        key = query_vector.tobytes()
-        last = self._last_sentence_scores
-        if last is not None and last[0] == key:
-            return last[1]
         # Not `@`: BLAS runs this pass on every core and leaves its threads spinning after
-        # it, which slowed the next query encoding from 28 to 45 ms (10,000 paragraphs, 2
-        # cores). einsum stays on this thread; the pass is memory-bound either way.
+        # it, which slows the next query encoding; einsum stays on this thread, and the pass
+        # is memory-bound either way.
         scores = np.einsum("ij,j->i", self.index.sentence_vectors, query_vector)
         scores.flags.writeable = False
-        self._last_sentence_scores = (key, scores)
         return scores
 
     def lexical_scores(self, question: str) -> np.ndarray:
@@ -91,13 +97,16 @@ class Retriever:
             return np.zeros(len(self.tokens), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
 
-    def search(self, question: str, query_vector: np.ndarray, k: int) -> list[Hit]:
-        """The ``k`` best units for a question, best first.
+    def search(self, question: str, query_vector: np.ndarray, k: int) -> Retrieval:
+        """The ``k`` best units for a question, best first, with the scores behind them.
 
         Args:
             question: the question text (for BM25).
             query_vector: its normalized query embedding.
             k: how many units to return.
+
+        Returns:
+            The :class:`Retrieval`.
         """
         n = len(self.index.document.paragraphs)
         dense = np.full(n, -1.0, dtype=np.float32)
@@ -117,9 +126,10 @@ class Retriever:
         has_lexical = unit_lexical > 0
         fused[has_lexical] += 1.0 / (_RRF_K + _ranks(-unit_lexical)[has_lexical])
         order = np.lexsort((-unit_dense, -fused))[:k]
-        return [
+        hits = tuple(
             Hit(self.units[u], float(fused[u]), float(unit_dense[u]), float(unit_lexical[u])) for u in order
-        ]
+        )
+        return Retrieval(question, query_vector, hits, sentences, lexical)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
