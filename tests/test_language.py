@@ -130,3 +130,19 @@ def test_chinese_prose_full_of_latin_codes_is_still_chinese():
         "西部陸海新通道 group."
     )
     assert lang.detect_language(prose) == "en"
+
+
+def test_one_han_class_everywhere():
+    import re
+
+    han = re.compile(f"[{lang.HAN}]")
+    for a, b in lang.HAN_RANGES:
+        for o in (a, b):
+            assert lang.is_cjk(chr(o)) and han.fullmatch(chr(o))
+        for o in (a - 1, b + 1):
+            assert lang.is_cjk(chr(o)) == any(x <= o <= y for x, y in lang.HAN_RANGES)
+    for ch in "aZ9，。ア한\u3000":
+        assert not lang.is_cjk(ch) and not han.fullmatch(ch)
+    # a rare-character name (extension B) is one Chinese token run, not dropped
+    assert "\U00020bb7" in "".join(lang.lexical_tokens("\U00020bb7野家"))
+    assert lang.cjk_ratio("重慶 RCEP") >= lang.CHINESE_SHARE > lang.cjk_ratio("RCEP trade corridor 重")

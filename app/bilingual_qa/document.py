@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from . import language as lang
 from .errors import DocumentError
+from .files import sha256_bytes
 
 DEFAULT_DOCUMENT = Path(__file__).resolve().parent / "data" / "ilstc-five-year-action-plan.txt"
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 SUFFIXES = (".txt", ".md", ".markdown", ".text")
+_PARAGRAPH_ID = re.compile(r"P([1-9]\d*)")
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,14 @@ class Paragraph:
     twin_id: str | None = None
 
     @property
-    def index(self) -> int:
-        """Zero-based position in the document."""
+    def position(self) -> int:
+        """Zero-based position in the document (ids are P1..Pn in order)."""
         return int(self.id[1:]) - 1
+
+    @property
+    def index(self) -> int:
+        """Alias of :attr:`position`, kept for callers of the 0.1 API."""
+        return self.position
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,52 @@ class Document:
 
     def paragraph(self, paragraph_id: str) -> Paragraph:
         """The paragraph with id ``paragraph_id`` (e.g. "P3")."""
-        return self.paragraphs[int(paragraph_id[1:]) - 1]
+        return self.paragraphs[self.position(paragraph_id)]
+
+    def position(self, paragraph_id: str) -> int:
+        """Zero-based position of the paragraph with id ``paragraph_id``.
+
+        Raises:
+            KeyError: the document has no such paragraph.
+        """
+        m = _PARAGRAPH_ID.fullmatch(paragraph_id) if isinstance(paragraph_id, str) else None
+        if m is None or not 1 <= int(m.group(1)) <= len(self.paragraphs):
+            raise KeyError(paragraph_id)
+        return int(m.group(1)) - 1
+
+    def twin_position(self, position: int) -> int | None:
+        """Position of the paragraph's translation, if it has one in this document."""
+        twin_id = self.paragraphs[position].twin_id
+        try:
+            return self.position(twin_id) if twin_id else None
+        except KeyError:
+            return None
+
+    @cached_property
+    def units(self) -> tuple[tuple[int, ...], ...]:
+        """The document's units in reading order: a paragraph with its translation, or alone.
+
+        A unit is what retrieval ranks and the page shows side by side: (position, twin
+        position) for a pair, opened at its first paragraph, or (position,) for a paragraph
+        without a translation.
+        """
+        units: list[tuple[int, ...]] = []
+        for i in range(len(self.paragraphs)):
+            twin = self.twin_position(i)
+            if twin is None:
+                units.append((i,))
+            elif twin > i:
+                units.append((i, twin))
+        return tuple(units)
+
+    @cached_property
+    def unit_of(self) -> tuple[int, ...]:
+        """For every paragraph position, the number of its unit in :attr:`units`."""
+        out = [0] * len(self.paragraphs)
+        for u, members in enumerate(self.units):
+            for position in members:
+                out[position] = u
+        return tuple(out)
 
     def with_twins(self, twins: dict[str, str]) -> Document:
         """A copy whose paragraphs carry the given id → twin id pairing (both directions)."""
@@ -62,7 +114,7 @@ class Document:
 # English: a sentence ends at . ! ? (plus closing quotes/brackets), followed by
 # whitespace or, as in much copy-pasted press text, directly by a capital letter.
 _EN_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+|(?=[A-Z“\"]))")
-_ZH_END = re.compile(r"[。！？]+[”」』)）\"]*|(?<=[\u3400-\u9fff])[!?;]+|[；]")
+_ZH_END = re.compile(rf"[。！？]+[”」』)）\"]*|(?<=[{lang.HAN}])[!?;]+|[；]")
 _ABBREVIATIONS = frozenset(
     [
         "mr",
@@ -104,26 +156,11 @@ _ABBREVIATIONS = frozenset(
 _MARKDOWN_PREFIX = re.compile(r"^\s{0,3}(?:#{1,6}\s+|>\s?|[-*+]\s+|\d{1,3}[.)]\s+)")
 
 
-def read_document(
-    path: str | Path | None = None,
-    seed: int = 0,
-    known_languages: Callable[[str, str], Sequence[str] | None] | None = None,
-) -> Document:
-    """Read and split a document; ``None`` reads the embedded default document.
-
-    Args:
-        path: a UTF-8 ``.txt`` or ``.md`` file, or None for the default document.
-        seed: langdetect seed, for deterministic language labels.
-        known_languages: given (file name, sha256), the paragraph languages
-            recorded when this exact document was indexed, or None; saves
-            loading langdetect's profiles on every start.
-
-    Returns:
-        The parsed :class:`Document` (twins not yet aligned).
+def read_bytes(path: str | Path | None = None) -> tuple[str, bytes]:
+    """The file name and bytes of a document; ``None`` is the embedded default document.
 
     Raises:
-        DocumentError: the file is missing, a directory, too large, binary,
-            not UTF-8, or has no text.
+        DocumentError: the file is missing, a directory, too large or unreadable.
     """
     file = DEFAULT_DOCUMENT if path is None else Path(path).expanduser()
     if not file.exists():
@@ -136,11 +173,30 @@ def read_document(
             raise DocumentError(
                 f"document is too large: {size / 2**20:.1f} MiB (limit {MAX_DOCUMENT_BYTES // 2**20} MiB)"
             )
-        data = file.read_bytes()
+        return file.name, file.read_bytes()
     except OSError as exc:
         raise DocumentError(f"cannot read document {file}: {exc.strerror or exc}") from None
-    languages = known_languages(file.name, hashlib.sha256(data).hexdigest()) if known_languages else None
-    return parse_document(data, name=file.name, seed=seed, languages=languages)
+
+
+def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
+    """Read and split a document; ``None`` reads the embedded default document.
+
+    To get a searchable :class:`~bilingual_qa.index.Index` (languages recorded by an earlier
+    index reused, twins aligned), use :func:`bilingual_qa.index.open_document`.
+
+    Args:
+        path: a UTF-8 ``.txt`` or ``.md`` file, or None for the default document.
+        seed: langdetect seed, for deterministic language labels.
+
+    Returns:
+        The parsed :class:`Document` (twins not yet aligned).
+
+    Raises:
+        DocumentError: the file is missing, a directory, too large, binary,
+            not UTF-8, or has no text.
+    """
+    name, data = read_bytes(path)
+    return parse_document(data, name=name, seed=seed)
 
 
 def parse_document(
@@ -171,12 +227,12 @@ def parse_document(
         Paragraph(id=f"P{i}", language=language, text=block, sentences=tuple(split_sentences(block)))
         for i, (block, language) in enumerate(zip(blocks, languages, strict=True), start=1)
     )
-    return Document(name=name, sha256=hashlib.sha256(data).hexdigest(), paragraphs=paragraphs)
+    return Document(name=name, sha256=sha256_bytes(data), paragraphs=paragraphs)
 
 
 def _document_script(blocks: list[str]) -> str:
     """The Chinese script the document mostly uses (for paragraphs too short to tell)."""
-    han = "".join(b for b in blocks if lang.cjk_ratio(b) >= 0.3)
+    han = "".join(b for b in blocks if lang.cjk_ratio(b) >= lang.CHINESE_SHARE)
     return lang.chinese_script(han, default=lang.HANT)
 
 

@@ -16,7 +16,6 @@ temporary folder that is renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,9 +31,10 @@ import numpy as np
 
 from . import alignment
 from .config import Settings
-from .document import Document
+from .document import Document, parse_document, read_bytes
 from .embedding import Embedder
 from .errors import IndexStoreError
+from .files import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,23 @@ class Index:
         }
 
 
-def build_index(document: Document, embedder: Embedder, vector_store: str = "faiss") -> Index:
+Progress = Callable[[float], None]
+# With a progress callback, passages are encoded this many at a time: the caller hears how far
+# the build is, and a model shared with other requests is free for them between chunks.
+PROGRESS_CHUNK = 16
+
+
+def build_index(
+    document: Document, embedder: Embedder, vector_store: str = "faiss", progress: Progress | None = None
+) -> Index:
     """Embed paragraphs and sentences, align twins and fill the vector store (in memory).
+
+    Args:
+        document: the parsed document.
+        embedder: encodes the passages.
+        vector_store: "faiss" or a llama-index store name (``config.VECTOR_STORES``).
+        progress: called with the share of passages encoded (0..1, rising to 1.0), between
+            chunks of :data:`PROGRESS_CHUNK`; None encodes everything in one call.
 
     Raises:
         ModelError: the embedder fails.
@@ -158,7 +173,7 @@ def build_index(document: Document, embedder: Embedder, vector_store: str = "fai
     # A one-sentence paragraph is its own sentence (and documents repeat lines): encode
     # each distinct text once; encoding is nearly all of a build's cost.
     distinct = {text: row for row, text in enumerate(dict.fromkeys(passages))}
-    encoded = embedder.embed_passages(list(distinct))
+    encoded = _encode(embedder, list(distinct), progress)
     vectors = encoded[[distinct[text] for text in passages]]
     paragraph_vectors = vectors[: len(texts)]
     sentence_vectors = vectors[len(texts) :]
@@ -174,6 +189,20 @@ def build_index(document: Document, embedder: Embedder, vector_store: str = "fai
         vector_store=vector_store,
         build_seconds=time.perf_counter() - started,
     )
+
+
+def _encode(embedder: Embedder, texts: list[str], progress: Progress | None) -> np.ndarray:
+    """Passage vectors of ``texts``: in one call, or chunk by chunk reporting progress."""
+    if progress is None or len(texts) <= PROGRESS_CHUNK:
+        vectors = embedder.embed_passages(texts)
+        if progress is not None:
+            progress(1.0)
+        return vectors
+    parts = []
+    for start in range(0, len(texts), PROGRESS_CHUNK):
+        parts.append(embedder.embed_passages(texts[start : start + PROGRESS_CHUNK]))
+        progress(min(1.0, (start + PROGRESS_CHUNK) / len(texts)))
+    return np.concatenate(parts)
 
 
 def _build_store(kind: str, document: Document, vectors: np.ndarray) -> FaissSearch | StoreSearch:
@@ -243,31 +272,66 @@ def index_folder(settings: Settings, document: Document, model_id: str) -> Path:
 
 def _folder(settings: Settings, name: str, sha256: str, model_id: str) -> Path:
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-")[:40] or "document"
-    model_hash = hashlib.sha256(f"{model_id}|{settings.vector_store}".encode()).hexdigest()[:8]
+    model_hash = sha256_bytes(f"{model_id}|{settings.vector_store}".encode())[:8]
     return settings.index_dir / f"{stem}-{sha256[:12]}-{model_hash}"
 
 
-def known_languages(settings: Settings, model_id: str) -> Callable[[str, str], list[str] | None]:
-    """A lookup of the paragraph languages recorded in an existing index's manifest.
+def _recorded_languages(folder: Path) -> list[str] | None:
+    """The paragraph languages an existing index's manifest recorded, if any.
 
-    Detecting languages loads langdetect's profiles (about a second); a
-    document that was indexed before needs none of that. Only a hint: the
-    index itself is still verified when it is loaded.
+    Detecting languages loads langdetect's profiles; a document indexed before needs none
+    of that. Only a hint: the index itself is still verified when it is loaded.
     """
-
-    def lookup(name: str, sha256: str) -> list[str] | None:
-        try:
-            manifest = json.loads((_folder(settings, name, sha256, model_id) / MANIFEST).read_text("utf-8"))
-            languages = manifest["languages"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        ok = isinstance(languages, list) and all(isinstance(x, str) for x in languages)
-        return languages if ok else None
-
-    return lookup
+    try:
+        languages = json.loads((folder / MANIFEST).read_text("utf-8"))["languages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(languages, list) and all(isinstance(x, str) for x in languages)
+    return languages if ok else None
 
 
-def open_index(document: Document, embedder: Embedder, settings: Settings) -> Index:
+def open_document(
+    source: str | Path | None,
+    settings: Settings,
+    embedder: Embedder | Callable[[], Embedder],
+    progress: Progress | None = None,
+) -> Index:
+    """The one way a document file becomes a searchable :class:`Index`.
+
+    Read the bytes → hash them → look for this document's index → parse (reusing the
+    languages the index recorded) → load the index, or build and persist it.
+
+    Args:
+        source: a UTF-8 ``.txt``/``.md`` file, or None for the embedded default document.
+        settings: where indexes live, the vector store, the langdetect seed.
+        embedder: the embedder, or a function that loads it — called only once the document
+            has been read and parsed, so a bad document fails before a model is loaded.
+        progress: told how far encoding is when the index has to be built (see
+            :func:`build_index`).
+
+    Returns:
+        The index, with the aligned document as ``index.document``.
+
+    Raises:
+        DocumentError: the document cannot be read or parsed.
+        ModelError: the embedder cannot be loaded, or building needed it and it failed.
+    """
+    from .embedding import model_id_for
+
+    name, data = read_bytes(source)
+    # Asked of the type: an embedder's own attribute lookup may be lazy (or refuse).
+    loader = embedder if callable(embedder) and not hasattr(type(embedder), "embed_passages") else None
+    model_id = model_id_for(settings) if loader else embedder.model_id
+    folder = _folder(settings, name, sha256_bytes(data), model_id)
+    document = parse_document(
+        data, name=name, seed=settings.langdetect_seed, languages=_recorded_languages(folder)
+    )
+    return open_index(document, loader() if loader else embedder, settings, progress)
+
+
+def open_index(
+    document: Document, embedder: Embedder, settings: Settings, progress: Progress | None = None
+) -> Index:
     """Load the persisted index for ``document``, or build and persist it.
 
     A folder that fails any check is rebuilt. When the index folder cannot be
@@ -282,7 +346,7 @@ def open_index(document: Document, embedder: Embedder, settings: Settings) -> In
             return load_index(folder, document, embedder.model_id, settings.vector_store)
         except IndexStoreError as exc:
             log.warning("rebuilding index: %s", exc)
-    index = build_index(document, embedder, settings.vector_store)
+    index = build_index(document, embedder, settings.vector_store, progress)
     try:
         return save_index(index, folder)
     except IndexStoreError as exc:
@@ -324,7 +388,7 @@ def save_index(index: Index, folder: Path) -> Index:
             "paragraphs": len(index.document.paragraphs),
             "languages": [p.language for p in index.document.paragraphs],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "files": {name: _sha256(tmp / name) for name in (VECTORS, TWINS, store_file)},
+            "files": {name: sha256_file(tmp / name) for name in (VECTORS, TWINS, store_file)},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _replace_dir(tmp, folder)
@@ -389,7 +453,7 @@ def load_index(folder: Path, document: Document, model_id: str, vector_store: st
         raise IndexStoreError(f"manifest of {folder} lists no files")
     try:
         for name, digest in files.items():
-            if _sha256(folder / name) != digest:
+            if sha256_file(folder / name) != digest:
                 raise IndexStoreError(f"corrupt index {folder}: {name} does not match its checksum")
         with np.load(folder / VECTORS) as data:
             paragraph_vectors = data["paragraph_vectors"]
@@ -437,12 +501,3 @@ def _store_size(searcher: FaissSearch | StoreSearch) -> int:
     if isinstance(searcher, FaissSearch):
         return int(searcher.faiss_index.ntotal)  # type: ignore[attr-defined]
     return len(searcher.store.data.embedding_dict)  # type: ignore[attr-defined]
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

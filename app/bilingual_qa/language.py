@@ -38,15 +38,25 @@ _EN_STOPWORDS = frozenset(
 _ZH_STOP_CHARS = frozenset(
     "的了是在和與与及或嗎吗呢吧啊呀麼么甚什哪誰谁何幾几怎樣样些個个多少請请問问有沒没對对把被將将其之也都就還还又再而並并為为於于以從从到向由等"
 )
-_TOKEN_RE = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+# The one definition of a Han (CJK ideograph) character: the unified ideographs, extension A,
+# the compatibility ideographs and the supplementary planes (extensions B–F); HAN is the same
+# as a regex class body.
+HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F))
+HAN = "".join(f"{chr(a)}-{chr(b)}" for a, b in HAN_RANGES)
+# Everything a CJK text lays out one wide character at a time: Han, kana, CJK punctuation and
+# full-width forms (the page streams these one by one; Han alone decides language and tokens).
+WIDE = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f"
+# A text whose letters are at least this share Han is Chinese, however many Latin codes it has.
+CHINESE_SHARE = 0.3
+_HAN_MATCH = re.compile(f"[{HAN}]").match
+_TOKEN_RE = re.compile(f"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|[{HAN}]+")
 _LATIN_ANCHOR_RE = re.compile(r"\b(?:\d[\d,.]*\d|\d|[A-Z][A-Z0-9]{1,}|[A-Z][a-z]+[A-Z]\w*)\b")
 _CJK_NUMBER_RE = re.compile(r"\d+")
 
 
 def is_cjk(ch: str) -> bool:
-    """True for a CJK ideograph."""
-    o = ord(ch)
-    return 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+    """True for a Han character (:data:`HAN_RANGES`)."""
+    return _HAN_MATCH(ch) is not None
 
 
 def cjk_ratio(text: str) -> float:
@@ -112,7 +122,7 @@ def detect_language(text: str, seed: int = 0, default_script: str = HANT) -> str
     seeded for determinism, is confident of another language on enough text.
     """
     ratio = cjk_ratio(text)
-    if ratio >= 0.3:
+    if ratio >= CHINESE_SHARE:
         return chinese_script(text, default_script)
     # Chinese prose full of Latin codes and names ("支援各種編碼，包括 ISO-8859-1、EUC-JP…")
     # stays Chinese unless its Latin part reads as English prose.
@@ -158,7 +168,7 @@ def _clearly_english(text: str) -> bool:
 
 
 # langdetect's profiles of languages written in the Latin alphabet. Latin text is told apart
-# among these alone: loading all 55 profiles takes 0.6 s, these 0.25 s, and the others
+# among these alone: they are under half of the 55 profiles to load, and the others
 # (Cyrillic, Arabic, Indic, CJK…) share no letter n-grams with Latin text anyway.
 _LATIN_PROFILES = (
     "af ca cs cy da de en es et fi fr hr hu id it lt lv nl no pl pt ro sk sl so sq sv sw tl tr vi"

