@@ -106,3 +106,24 @@ def test_sha256_identifies_the_bytes(tmp_path: Path):
     b.write_text("Hello!\n你好。", encoding="utf-8")
     assert read_document(a).sha256 != read_document(b).sha256
     assert read_document(a).sha256 == parse_document(a.read_bytes()).sha256
+
+
+def test_units_cover_every_paragraph_once_and_pair_twins():
+    from dataclasses import replace
+
+    doc = read_document()
+    doc = doc.with_twins({"P1": "P4", "P4": "P1", "P2": "P3", "P3": "P2"})
+    assert doc.units[:3] == ((0, 3), (1, 2), (4,))
+    flat = sorted(i for unit in doc.units for i in unit)
+    assert flat == list(range(len(doc.paragraphs)))
+    for u, unit in enumerate(doc.units):
+        assert all(doc.unit_of[i] == u for i in unit)
+    for p in doc.paragraphs:
+        assert doc.position(p.id) == p.position == p.index
+        twin = doc.twin_position(p.position)
+        assert (twin is None) == (p.twin_id is None)
+    with pytest.raises(KeyError):
+        doc.position("P0")
+    with pytest.raises(KeyError):
+        doc.position(f"P{len(doc.paragraphs) + 1}")
+    assert replace(doc, paragraphs=doc.paragraphs[:1]).units == ((0,),)  # a twin outside: alone

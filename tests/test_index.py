@@ -182,3 +182,41 @@ def test_build_encodes_each_distinct_text_once(fake_embedder):
     one_sentence = next(i for i, p in enumerate(doc.paragraphs) if len(p.sentences) == 1)
     row = index.sentence_range(one_sentence)[0]
     np.testing.assert_array_equal(index.paragraph_vectors[one_sentence], index.sentence_vectors[row])
+
+
+def test_open_document_reads_parses_then_loads_the_model_and_reuses_languages(
+    settings, fake_embedder, tmp_path
+):
+    from bilingual_qa.errors import DocumentError
+    from bilingual_qa.index import open_document
+
+    loads = []
+
+    def load():
+        loads.append(1)
+        return fake_embedder
+
+    with pytest.raises(DocumentError):
+        open_document(tmp_path / "missing.txt", settings, load)
+    assert loads == []  # a bad document fails before any model is loaded
+    first = open_document(None, settings, load)
+    assert loads == [1] and first.document.units
+    # the second open parses with the languages the manifest recorded and loads the index
+    second = open_document(None, settings, fake_embedder)
+    assert [p.language for p in second.document.paragraphs] == [p.language for p in first.document.paragraphs]
+    assert second.path == first.path and second.document == first.document
+
+
+def test_a_build_with_progress_encodes_in_chunks_and_gives_the_same_index(fake_embedder):
+    from bilingual_qa.index import PROGRESS_CHUNK
+
+    doc = read_document()
+    whole = build_index(doc, fake_embedder)
+    assert fake_embedder.calls == 1
+    reported = []
+    chunked = build_index(doc, fake_embedder, progress=reported.append)
+    distinct = len({p.text for p in doc.paragraphs} | {s.text for p in doc.paragraphs for s in p.sentences})
+    assert fake_embedder.calls - 1 == -(-distinct // PROGRESS_CHUNK)  # the model is free between chunks
+    assert reported == sorted(reported) and reported[-1] == 1.0 and len(reported) == fake_embedder.calls - 1
+    assert np.array_equal(whole.sentence_vectors, chunked.sentence_vectors)
+    assert whole.document == chunked.document

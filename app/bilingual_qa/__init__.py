@@ -20,17 +20,20 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .answer import Answer, Citation
+    from .answer import Answer, Backend, Citation, FallbackReason, Guardrail
     from .assistant import Assistant
     from .document import Paragraph
 
 __all__ = [
     "Answer",
     "Assistant",
+    "Backend",
     "BilingualQAError",
     "Citation",
     "ConfigError",
     "DocumentError",
+    "FallbackReason",
+    "Guardrail",
     "IndexStoreError",
     "ModelError",
     "Paragraph",
@@ -43,6 +46,9 @@ _LAZY = {
     "Assistant": "assistant",
     "Answer": "answer",
     "Citation": "answer",
+    "Backend": "answer",
+    "FallbackReason": "answer",
+    "Guardrail": "answer",
     "Paragraph": "document",
 }
 

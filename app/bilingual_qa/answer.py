@@ -4,6 +4,53 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+
+class Backend(StrEnum):
+    """What wrote an answer."""
+
+    EXTRACTIVE = "extractive"  # quoted sentences of the document
+    LLM = "llm"  # generated, and passed every guardrail
+
+
+class Guardrail(StrEnum):
+    """A check of :mod:`bilingual_qa.generation` that fired on a generated answer."""
+
+    EMPTY_OUTPUT = "empty_output"
+    AMBIGUOUS_REFUSAL = "ambiguous_refusal"
+    MODEL_REFUSED = "model_refused"
+    PROMPT_LEAK = "prompt_leak"
+    WRONG_LANGUAGE = "wrong_language"
+    SCRIPT_CONVERTED = "script_converted"
+    INVENTED_CITATION = "invented_citation"
+    NO_CITATION = "no_citation"
+    OFF_EVIDENCE = "off_evidence"
+    UNSUPPORTED_NUMBER = "unsupported_number"
+    UNSUPPORTED = "unsupported"
+    ANSWER_TYPE = "answer_type"
+
+
+class FallbackReason(StrEnum):
+    """Why a generated answer was replaced by the extractive one."""
+
+    DOCUMENT_SILENT = "document_silent"  # the extractive answerer refused: the LLM was not asked
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    HTTP_ERROR = "http_error"
+    MALFORMED_RESPONSE = "malformed_response"
+    LLM_ERROR = "llm_error"
+    OUTPUT_CAPPED = "output_capped"
+    # a guardrail that rejects the text
+    EMPTY_OUTPUT = "empty_output"
+    AMBIGUOUS_REFUSAL = "ambiguous_refusal"
+    PROMPT_LEAK = "prompt_leak"
+    WRONG_LANGUAGE = "wrong_language"
+    NO_CITATION = "no_citation"
+    OFF_EVIDENCE = "off_evidence"
+    UNSUPPORTED_NUMBER = "unsupported_number"
+    UNSUPPORTED = "unsupported"
+    ANSWER_TYPE = "answer_type"
 
 
 @dataclass(frozen=True)
@@ -36,7 +83,7 @@ class Answer:
     language: str
     answered: bool
     citations: tuple[Citation, ...]
-    backend: str = "extractive"
+    backend: str = Backend.EXTRACTIVE
     standalone_question: str | None = None
     evidence_language: str | None = None
     signals: dict[str, float] = field(default_factory=dict)

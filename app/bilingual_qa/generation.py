@@ -48,7 +48,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from . import language as lang
-from .answer import Answer, Citation
+from .answer import Answer, Backend, Citation, FallbackReason, Guardrail
 from .answering import ExtractiveAnswerer
 from .chat import Turn, condense
 from .config import Settings
@@ -90,7 +90,7 @@ _USER = "user"
 class _LLMFailure(Exception):
     """The LLM gave no usable text; ``reason`` names why (it becomes the fallback reason)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: FallbackReason) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -155,8 +155,8 @@ class GenerativeAnswerer:
         self.extractive = extractive
         self.settings = settings
         self._llm = llm if llm is not None else make_llm(settings)
-        self._paragraphs = retriever.index.document.paragraphs
-        self._position = {p.id: i for i, p in enumerate(self._paragraphs)}
+        self._document = retriever.index.document
+        self._paragraphs = self._document.paragraphs
         self._token_sets = [set(t) for t in retriever.tokens]
         self._numbers = [_numbers(p.text) for p in self._paragraphs]
         self._condensed: OrderedDict[tuple, str] = OrderedDict()
@@ -175,7 +175,7 @@ class GenerativeAnswerer:
             retrieval: the search result for the question.
 
         Returns:
-            The LLM's answer (``backend="llm"``) when it passes every guardrail,
+            The LLM's answer (``backend=Backend.LLM``) when it passes every guardrail,
             else the extractive answer with ``fallback_reason`` set. Never raises
             for LLM failures.
         """
@@ -196,7 +196,7 @@ class GenerativeAnswerer:
         if not baseline.answered:
             # The calibrated decision says the document is silent: no LLM may answer anyway.
             yield baseline.text
-            yield dataclasses.replace(baseline, fallback_reason="document_silent")
+            yield dataclasses.replace(baseline, fallback_reason=FallbackReason.DOCUMENT_SILENT)
             return
         hits = retrieval.hits[:CONTEXT_UNITS]
         context = self._context(hits, language)
@@ -308,9 +308,9 @@ class GenerativeAnswerer:
                 delta = chunk.delta or ""
                 total += len(delta)
                 if total > limit or _finish_reason(chunk) == "length":
-                    raise _LLMFailure("output_capped")
+                    raise _LLMFailure(FallbackReason.OUTPUT_CAPPED)
                 if time.monotonic() > deadline:
-                    raise _LLMFailure("timeout")
+                    raise _LLMFailure(FallbackReason.TIMEOUT)
                 if delta:
                     yield delta
         except _LLMFailure as exc:
@@ -332,7 +332,7 @@ class GenerativeAnswerer:
             stream = None
             gc.collect()
         if total == 0:
-            raise _LLMFailure("empty_output")
+            raise _LLMFailure(FallbackReason.EMPTY_OUTPUT)
 
     def _check(
         self,
@@ -346,11 +346,11 @@ class GenerativeAnswerer:
         seconds: float,
     ) -> Answer:
         """Run the guardrails on a finished generation; the checked Answer, or the fallback."""
-        fired: list[str] = []
+        fired: list[Guardrail] = []
 
-        def fail(reason: str) -> Answer:
+        def fail(reason: FallbackReason) -> Answer:
             logger.info("generated answer rejected (%s); using the extractive answer", reason)
-            return _fallback(baseline, reason, (*fired, reason), seconds)
+            return _fallback(baseline, reason, (*fired, Guardrail(reason)), seconds)
 
         allowed = {p.id for p in context}
         cited: list[str] = []
@@ -358,52 +358,52 @@ class GenerativeAnswerer:
         def keep(match: re.Match[str]) -> str:
             ids = ["P" + n for n in re.findall(r"\d+", match.group(1))]
             valid = [i for i in ids if i in allowed]
-            if len(valid) < len(ids) and "invented_citation" not in fired:
-                fired.append("invented_citation")
+            if len(valid) < len(ids) and Guardrail.INVENTED_CITATION not in fired:
+                fired.append(Guardrail.INVENTED_CITATION)
             cited.extend(i for i in valid if i not in cited)
             return "".join(f"[{i}]" for i in valid)
 
         text = _tidy(_MARKER_GROUP.sub(keep, _SPECIAL_TOKENS.sub("", raw)))
         plain = _plain(text)
         if not any(ch.isalnum() for ch in plain):
-            return fail("empty_output")
+            return fail(FallbackReason.EMPTY_OUTPUT)
         if _is_refusal(plain):
             if cited:
-                return fail("ambiguous_refusal")
-            fired.append("model_refused")
+                return fail(FallbackReason.AMBIGUOUS_REFUSAL)
+            fired.append(Guardrail.MODEL_REFUSED)
             return dataclasses.replace(
                 baseline,
                 text=messages(language)["refusal"],
                 answered=False,
                 citations=(),
-                backend="llm",
+                backend=Backend.LLM,
                 evidence_language=None,
                 guardrails=tuple(fired),
                 signals={**baseline.signals, "llm_seconds": round(seconds, 3)},
             )
         if _leaks(plain, instructions, language):
-            return fail("prompt_leak")
+            return fail(FallbackReason.PROMPT_LEAK)
         if lang.is_chinese(lang.question_language(plain, language)) != lang.is_chinese(language):
-            return fail("wrong_language")
+            return fail(FallbackReason.WRONG_LANGUAGE)
         if not cited:
-            return fail("no_citation")
+            return fail(FallbackReason.NO_CITATION)
         if not self._shares_evidence(cited, baseline):
-            return fail("off_evidence")
+            return fail(FallbackReason.OFF_EVIDENCE)
         if lang.is_chinese(language):
             converted = lang.to_script(text, language)
             if converted != text:
-                fired.append("script_converted")
+                fired.append(Guardrail.SCRIPT_CONVERTED)
                 text, plain = converted, _plain(converted)
-        evidence = [self._position[i] for i in cited]
-        evidence += [self._position[p.twin_id] for p in map(self._paragraph, cited) if p.twin_id]
+        evidence = [self._document.position(i) for i in cited]
+        evidence += [self._document.position(p.twin_id) for p in map(self._paragraph, cited) if p.twin_id]
         if not _numbers(plain) <= set().union(*(self._numbers[i] for i in evidence)):
-            return fail("unsupported_number")
+            return fail(FallbackReason.UNSUPPORTED_NUMBER)
         support = self._support(plain, evidence)
         if support is None or support < SUPPORT_MIN:
-            return fail("unsupported")
+            return fail(FallbackReason.UNSUPPORTED)
         needed = expected_type(question)
         if needed is not None and not has_type(plain, needed):
-            return fail("answer_type")
+            return fail(FallbackReason.ANSWER_TYPE)
         citations = tuple(
             Citation(
                 paragraph_id=p.id,
@@ -420,7 +420,7 @@ class GenerativeAnswerer:
             language=language,
             answered=True,
             citations=citations,
-            backend="llm",
+            backend=Backend.LLM,
             evidence_language=citations[0].language,
             signals={**baseline.signals, "support": round(support, 3), "llm_seconds": round(seconds, 3)},
             guardrails=tuple(fired),
@@ -438,7 +438,7 @@ class GenerativeAnswerer:
         return any(i in quoted for i in cited)
 
     def _paragraph(self, paragraph_id: str) -> Paragraph:
-        return self._paragraphs[self._position[paragraph_id]]
+        return self._document.paragraph(paragraph_id)
 
     def _support(self, plain: str, evidence: Sequence[int]) -> float | None:
         """Share of the answer's key terms found in the evidence; 0 when one sentence is mostly unsupported.
@@ -571,19 +571,19 @@ def _finish_reason(chunk: Any) -> str | None:
     return getattr(choices[0], "finish_reason", None) if choices else None
 
 
-def _failure_reason(exc: Exception) -> str:
+def _failure_reason(exc: Exception) -> FallbackReason:
     """A short, secret-free name for why an LLM call failed."""
     import httpx
     import openai
 
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
-        return "timeout"
+        return FallbackReason.TIMEOUT
     if isinstance(exc, openai.APIConnectionError | httpx.TransportError | ConnectionError):
-        return "connection_error"
+        return FallbackReason.CONNECTION_ERROR
     if isinstance(exc, openai.APIStatusError):
-        return "http_error"
+        return FallbackReason.HTTP_ERROR
     if isinstance(
         exc, ValueError | KeyError | TypeError | AttributeError | openai.APIResponseValidationError
     ):
-        return "malformed_response"  # json.JSONDecodeError is a ValueError
-    return "llm_error"
+        return FallbackReason.MALFORMED_RESPONSE  # json.JSONDecodeError is a ValueError
+    return FallbackReason.LLM_ERROR

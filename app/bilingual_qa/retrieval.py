@@ -51,23 +51,15 @@ class Retriever:
     def __init__(self, index: Index) -> None:
         self.index = index
         paragraphs = index.document.paragraphs
-        position = {p.id: i for i, p in enumerate(paragraphs)}
-        self.unit_of = np.arange(len(paragraphs))
-        self.units: list[tuple[int, ...]] = []
-        for i, p in enumerate(paragraphs):
-            twin = position.get(p.twin_id) if p.twin_id else None
-            if twin is not None and twin < i:
-                self.unit_of[i] = self.unit_of[twin]
-                continue
-            self.unit_of[i] = len(self.units)
-            self.units.append((i,) if twin is None else (i, twin))
+        self.units = index.document.units
+        self.unit_of = np.asarray(index.document.unit_of, dtype=np.int64)
         self.tokens = [lang.lexical_tokens(p.text) for p in paragraphs]
         self._bm25_index = None
         self._bm25_lock = threading.Lock()
 
     @property
     def _bm25(self):
-        """The BM25 index, built at the first question (importing bm25s and scipy takes 0.4 s)."""
+        """The BM25 index, built at the first question (bm25s imports scipy: not at start-up)."""
         if self._bm25_index is None:
             with self._bm25_lock:
                 if self._bm25_index is None:

@@ -21,8 +21,6 @@ shares the model.
 from __future__ import annotations
 
 import asyncio
-import importlib.abc
-import importlib.machinery
 import json
 import logging
 import os
@@ -33,10 +31,13 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import webpage as page
+from .config import DEFAULT_HOST, DEFAULT_PORT
+from .document import SUFFIXES
 from .errors import BilingualQAError, ConfigError, QuestionError
+from .gradio_import import import_gradio
 from .webpage import Exchange, Message, Notice, Session
 
 if TYPE_CHECKING:
@@ -46,12 +47,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
-#: Largest document a browser may upload. Indexing is CPU work on the server everyone shares:
-#: about a minute or two per 50 KB on two cores, so 256 KB is a long report, minutes to index.
+#: Largest document a browser may upload. Indexing is CPU work on the server everyone shares
+#: and grows with the text (the bench report measures passages per second), so the limit is
+#: a long report, not a book.
 MAX_UPLOAD_BYTES = 256 * 1024
-UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".text")
+UPLOAD_SUFFIXES = SUFFIXES
 #: Seconds between streamed chunks: an extractive answer is ready at once, but the page
 #: streams it like an LLM backend would, so the experience does not change with the backend.
 STREAM_DELAY = 0.025
@@ -85,25 +85,16 @@ class Controls:
     sources: Any
     document: Any
 
+    # The components whose text depends on the UI language: the outputs of a relabel, in
+    # this order. ChatPage.labels names its updates by these fields, so the two cannot drift.
+    LABELLED: ClassVar[tuple[str, ...]] = (
+        "session", "ui", "title", "status", "chat_tab", "document_tab", "chatbot", "question",
+        "send", "examples", "upload", "default_document", "new_chat", "sources", "document",
+    )  # fmt: skip
+
     def labelled(self) -> list[Any]:
-        """Every component whose text depends on the UI language."""
-        return [
-            self.session,
-            self.ui,
-            self.title,
-            self.status,
-            self.chat_tab,
-            self.document_tab,
-            self.chatbot,
-            self.question,
-            self.send,
-            self.examples,
-            self.upload,
-            self.default_document,
-            self.new_chat,
-            self.sources,
-            self.document,
-        ]
+        """Every component whose text depends on the UI language (in :attr:`LABELLED` order)."""
+        return [getattr(self, name) for name in self.LABELLED]
 
 
 class ChatPage:
@@ -151,25 +142,26 @@ class ChatPage:
         session = replace(session, ui=ui)
         text = page.strings(ui)
         document, is_default = self._document(session)
-        return [
-            session,
-            gr.update(value=ui, label=text["ui_language"]),
-            _title(text),
-            page.document_status(document, is_default, ui),
-            gr.update(label=text["tab_chat"]),
-            gr.update(label=text["tab_document"]),
-            gr.update(
+        updates = {
+            "session": session,
+            "ui": gr.update(value=ui, label=text["ui_language"]),
+            "title": _title(text),
+            "status": page.document_status(document, is_default, ui),
+            "chat_tab": gr.update(label=text["tab_chat"]),
+            "document_tab": gr.update(label=text["tab_document"]),
+            "chatbot": gr.update(
                 value=self._chat(session, ui), label=text["chat_label"], placeholder=text["chat_placeholder"]
             ),
-            gr.update(placeholder=text["question_placeholder"]),
-            gr.update(value=text["send"]),
-            gr.update(label=text["examples_label"], visible=is_default),
-            gr.update(label=text["upload"]),
-            gr.update(value=text["default_document"]),
-            gr.update(value=text["new_chat"]),
-            page.sources_html(session, ui),
-            page.document_html(document, ui),
-        ]
+            "question": gr.update(placeholder=text["question_placeholder"]),
+            "send": gr.update(value=text["send"]),
+            "examples": gr.update(label=text["examples_label"], visible=is_default),
+            "upload": gr.update(label=text["upload"]),
+            "default_document": gr.update(value=text["default_document"]),
+            "new_chat": gr.update(value=text["new_chat"]),
+            "sources": page.sources_html(session, ui),
+            "document": page.document_html(document, ui),
+        }
+        return [updates[name] for name in Controls.LABELLED]
 
     def on_load(self, locale: str, session: Session) -> list[Any]:
         """Label the page in the browser's language (``locale`` comes from ``navigator.language``)."""
@@ -210,10 +202,6 @@ class ChatPage:
             shown += item
         done = pending.with_last(exchange)
         sources = page.sources_html(done, ui)
-        if exchange.answer is not None and not shown:  # an engine that does not stream
-            for prefix in page.stream_prefixes(exchange.answer.text, STREAM_STEPS)[:-1]:
-                yield self._chat(done, ui, partial=prefix), "", pending, sources
-                await asyncio.sleep(self.stream_delay)
         yield self._chat(done, ui), "", done, sources
 
     async def _produce(
@@ -221,9 +209,8 @@ class ChatPage:
     ) -> AsyncIterator[str | Exchange]:
         """The engine's answer as text as it comes (coalesced), then the finished :class:`Exchange`.
 
-        The engine runs in a worker thread so that the server keeps serving others; an
-        engine with ``ask_stream`` (text chunks, then the Answer) streams, one with only
-        ``ask`` answers at once.
+        The engine runs in a worker thread so that the server keeps serving others; its
+        ``ask_stream`` gives text chunks, then the Answer.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | Exchange] = asyncio.Queue()
@@ -255,18 +242,15 @@ class ChatPage:
     def _answer(
         self, assistant: Assistant, question: str, history: list[tuple[str, str]], on_text: Any = None
     ) -> Exchange:
-        """Ask the engine (streaming text to ``on_text`` when it can); a failure becomes a chat message."""
+        """Ask the engine, streaming its text to ``on_text``; a failure becomes a chat message."""
+        answer = None
         try:
-            stream = getattr(assistant, "ask_stream", None)
-            if stream is None or on_text is None:
-                answer = assistant.ask(question, history=history)
-            else:
-                answer = None
-                for item in stream(question, history=history):
-                    if isinstance(item, str):
+            for item in assistant.ask_stream(question, history=history):
+                if isinstance(item, str):
+                    if on_text is not None:
                         on_text(item)
-                    else:
-                        answer = item
+                else:
+                    answer = item
         except BilingualQAError as exc:
             return Exchange(question, error=Message("question_failed", {"reason": str(exc)}))
         except Exception:
@@ -336,13 +320,19 @@ class ChatPage:
             if progress is not None:
                 progress(0.05 + 0.9 * done, desc=desc)
 
-        embedder = _ChunkedEmbedder(self.assistant.embedder, report)
         try:
             self._check_upload(path)
             report(0.0)
             from .assistant import Assistant
 
-            assistant = Assistant(document=path, settings=self._upload_settings, embedder=embedder)
+            # The shared model encodes the upload a chunk at a time (the index build does that
+            # when given progress), so other visitors' questions get it between chunks.
+            assistant = Assistant(
+                document=path,
+                settings=self._upload_settings,
+                embedder=self.assistant.embedder,
+                progress=report,
+            )
         except _UploadRejected as exc:
             return exc.message
         except BilingualQAError as exc:
@@ -352,8 +342,6 @@ class ChatPage:
         except Exception:
             log.exception("indexing an uploaded document failed")
             return Message("upload_failed", {"name": path.name, "reason": page.strings(ui)["engine_failed"]})
-        finally:
-            embedder.report = None  # the request is over; the Assistant keeps the model
         return assistant
 
     def _check_upload(self, path: Path) -> None:
@@ -417,41 +405,6 @@ class ChatPage:
         return answer.to_dict()
 
 
-class _ChunkedEmbedder:
-    """The shared embedder, encoding an uploaded document's passages a chunk at a time.
-
-    Between chunks the page reports progress, and other visitors' questions get the
-    model: one long encode would hold its lock for the whole document.
-    """
-
-    CHUNK = 16
-
-    def __init__(self, inner: Any, report: Any) -> None:
-        self.inner = inner
-        self.report = report
-        self.model_id = inner.model_id
-        self.dimension = inner.dimension
-
-    def embed_queries(self, texts: Any) -> Any:
-        return self.inner.embed_queries(texts)
-
-    def embed_passages(self, texts: Any) -> Any:
-        import numpy as np
-
-        texts = list(texts)
-        if len(texts) <= self.CHUNK:
-            return self.inner.embed_passages(texts)
-        parts = []
-        for start in range(0, len(texts), self.CHUNK):
-            parts.append(self.inner.embed_passages(texts[start : start + self.CHUNK]))
-            if self.report is not None:
-                self.report(min(1.0, (start + self.CHUNK) / len(texts)))
-        return np.concatenate(parts)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # anything else the engine asks of its model
-
-
 class _UploadRejected(Exception):
     """An upload refused before indexing, with the message to show."""
 
@@ -513,51 +466,6 @@ def build_app(
         _wire(gr, app, handlers, controls)
     app.bilingual_qa_page = handlers  # for tests and embedding applications
     return app
-
-
-def import_gradio() -> Any:
-    """``import gradio``, without the type-stub writer that runs inside it: half its import time.
-
-    Each component class Gradio defines at import reads and parses its own source and
-    renders a Jinja template to keep a ``.pyi`` stub for IDEs up to date
-    (``gradio.component_meta.create_or_modify_pyi``): 3 of the 6 seconds ``import gradio``
-    takes on two cores, for stubs the installed wheel already ships. When this process
-    imports Gradio first, that writer is replaced by a no-op as its module loads; a
-    process that imported Gradio already keeps it as it is.
-    """
-    if "gradio" not in sys.modules:
-        finder = _StubWriterOff()
-        sys.meta_path.insert(0, finder)
-        try:
-            import gradio  # noqa: F401 - loaded here, returned below
-        finally:
-            sys.meta_path.remove(finder)
-    return sys.modules["gradio"]
-
-
-class _StubWriterOff(importlib.abc.MetaPathFinder):
-    """Finds ``gradio.component_meta`` as usual and loads it with ``create_or_modify_pyi`` off."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "gradio.component_meta":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_without_stub_writer(module: Any) -> None:
-            exec_module(module)
-            if callable(getattr(module, "create_or_modify_pyi", None)):
-                module.create_or_modify_pyi = _no_stubs
-
-        loader.exec_module = exec_without_stub_writer  # this spec's own loader instance
-        return spec
-
-
-def _no_stubs(*_args: Any, **_kwargs: Any) -> None:
-    """Stand-in for Gradio's .pyi writer."""
 
 
 def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
@@ -803,7 +711,6 @@ def serve(
     Raises:
         ConfigError: the port cannot be bound.
     """
-    import sys
 
     running = start(assistant, host=host, port=port, auth=auth)
     print(

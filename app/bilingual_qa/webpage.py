@@ -224,8 +224,7 @@ def chat_messages(
 
 # Streaming units: a whole [P#] marker, one CJK character, a word with its trailing
 # spaces, or any other single character, so a prefix never cuts a marker in half.
-_CJK = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
-_STREAM_UNIT = re.compile(rf"\[P\d+\]|[{_CJK}]|[^\s{_CJK}\[]+\s*|\s+|.")
+_STREAM_UNIT = re.compile(rf"\[P\d+\]|[{lang.WIDE}]|[^\s{lang.WIDE}\[]+\s*|\s+|.")
 
 
 def stream_prefixes(text: str, steps: int = 24) -> list[str]:
@@ -342,13 +341,10 @@ def sources_html(session: Session, ui: str) -> str:
 def aligned_rows(document: Document) -> list[tuple[Paragraph | None, Paragraph | None]]:
     """The document as (English, Chinese) rows in reading order; unpaired paragraphs get a None."""
     rows: list[tuple[Paragraph | None, Paragraph | None]] = []
-    placed: set[str] = set()
-    for paragraph in document.paragraphs:
-        if paragraph.id in placed:
-            continue
-        twin = document.paragraph(paragraph.twin_id) if paragraph.twin_id else None
-        placed.update({paragraph.id, *([twin.id] if twin else [])})
-        rows.append((twin, paragraph) if lang.is_chinese(paragraph.language) else (paragraph, twin))
+    for members in document.units:
+        first = document.paragraphs[members[0]]
+        twin = document.paragraphs[members[1]] if len(members) > 1 else None
+        rows.append((twin, first) if lang.is_chinese(first.language) else (first, twin))
     return rows
 
 
