@@ -78,7 +78,7 @@ def test_pair_scores_equal_the_pair_by_pair_formula(fake_embedder):
 
 
 def test_a_thousand_paragraph_document_aligns_copy_by_copy(fake_embedder):
-    from bilingual_qa.benchmark import synthetic_document
+    from bilingual_qa.bench.scenarios import synthetic_document
 
     doc = synthetic_document(read_document(), 60)  # 1,020 paragraphs: 540 × 480 candidates
     vectors = fake_embedder.embed_passages([p.text for p in doc.paragraphs])
@@ -90,7 +90,7 @@ def test_a_thousand_paragraph_document_aligns_copy_by_copy(fake_embedder):
 
 
 def test_scoring_a_block_of_rows_at_a_time_changes_nothing(fake_embedder, monkeypatch):
-    from bilingual_qa.benchmark import synthetic_document
+    from bilingual_qa.bench.scenarios import synthetic_document
 
     doc = synthetic_document(read_document(), 12)  # 204 paragraphs
     vectors = fake_embedder.embed_passages([p.text for p in doc.paragraphs])

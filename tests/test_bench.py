@@ -1,4 +1,4 @@
-"""Benchmark suite: its synthetic data and report plumbing (fast), and a --quick smoke run (integration).
+"""Benchmark suite: synthetic data, processes and reports (fast), and a --quick smoke run (integration).
 
 Times are never asserted: the machine is shared. The smoke run checks that every
 stage ran and produced finite, non-negative numbers.
@@ -12,19 +12,21 @@ import math
 import numpy as np
 import pytest
 
-from bilingual_qa import benchmark
-from bilingual_qa.benchmark import (
-    BenchReport,
-    Measurement,
+from bilingual_qa.bench import cli as bench_cli
+from bilingual_qa.bench import processes
+from bilingual_qa.bench import report as bench_report
+from bilingual_qa.bench.measure import run_benchmark
+from bilingual_qa.bench.report import format_table, write_report
+from bilingual_qa.bench.results import BenchReport, Measurement, ScalePoint, Target
+from bilingual_qa.bench.scenarios import (
     ReplayEmbedder,
-    ScalePoint,
-    Target,
     clustered_vectors,
-    format_table,
+    question_stream,
     synthetic_document,
-    write_report,
+    synthetic_text,
 )
 from bilingual_qa.document import read_document
+from bilingual_qa.errors import BenchmarkError
 
 
 def test_synthetic_document_numbers_each_copy_in_both_languages():
@@ -41,7 +43,6 @@ def test_synthetic_document_numbers_each_copy_in_both_languages():
 
 def test_a_synthetic_file_reopens_the_index_built_for_it(fake_embedder, settings, tmp_path):
     from bilingual_qa import Assistant
-    from bilingual_qa.benchmark import synthetic_text
     from bilingual_qa.index import open_index
 
     base = read_document()
@@ -83,10 +84,25 @@ def test_replay_embedder_perturbs_base_vectors_and_encodes_queries_for_real(fake
 
 
 def test_questions_never_repeat():
-    stream = benchmark._question_stream()
+    stream = question_stream()
     questions = [next(stream) for _ in range(2000)]
     assert len(set(questions)) == 2000
     assert {lang for lang, _ in questions} == {"en", "zh"}
+
+
+def test_processes_are_named_by_module_and_ask_the_cli_for_serve(settings, monkeypatch):
+    import importlib.util
+    import sys
+
+    env = processes.child_env(settings)
+    assert env["BILINGUAL_QA_INDEX_DIR"] == str(settings.index_dir)
+    with pytest.raises(BenchmarkError, match=r"^bilingual_qa\.evaluation\.naive exited 2: "):
+        processes.run([*processes.NAIVE, "--no-such-option"], env)
+    if all(importlib.util.find_spec(m) for m in ("bilingual_qa.web", "gradio", "gradio_client")):
+        assert processes.web_unavailable(env) is None
+        # A CLI without a serve command exits 2 on `serve --help`, as argparse does.
+        monkeypatch.setattr(processes, "CLI", (sys.executable, "-c", "raise SystemExit(2)"))
+        assert processes.web_unavailable(env) == "the CLI has no serve command yet"
 
 
 def _report() -> BenchReport:
@@ -110,7 +126,7 @@ def _report() -> BenchReport:
 @pytest.mark.parametrize("matplotlib", [True, False])
 def test_report_files_with_png_or_svg_fallback(tmp_path, monkeypatch, matplotlib):
     if not matplotlib:
-        monkeypatch.setattr(benchmark, "_plot_png", lambda report: None)
+        monkeypatch.setattr(bench_report, "_plot_png", lambda report: None)
     paths = write_report(_report(), tmp_path / "bench")
     assert json.loads(paths["json"].read_text())["targets"][1]["met"] is None
     page = paths["html"].read_text()
@@ -134,7 +150,7 @@ def test_cli_bench_prints_json_and_writes_the_report(tmp_path, monkeypatch, caps
         seen["quick"] = quick
         return _report()
 
-    monkeypatch.setattr(benchmark, "run_benchmark", fake_run)
+    monkeypatch.setattr(bench_cli, "run_benchmark", fake_run)
     assert cli.main(["bench", "--quick", "--json", "--report", str(tmp_path)]) == 0
     assert seen["quick"] is True
     assert json.loads(capsys.readouterr().out)["quick"] is True
@@ -146,7 +162,7 @@ def quick_report(tmp_path_factory):
     from bilingual_qa.config import Settings
 
     base = Settings.from_env()
-    return benchmark.run_benchmark(base.replace(threads=min(2, base.threads)), quick=True)
+    return run_benchmark(base.replace(threads=min(2, base.threads)), quick=True)
 
 
 @pytest.mark.integration

@@ -27,6 +27,31 @@ def test_help_is_fast_and_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_no_module_of_the_package_imports_the_cli():
+    # The CLI imports the tools lazily; a tool importing the CLI back would make a cycle.
+    import ast
+
+    package = ROOT / "app" / "bilingual_qa"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        parts = ["bilingual_qa", *path.relative_to(package).with_suffix("").parts]
+        if parts[-1] == "__main__" or parts == ["bilingual_qa", "cli"]:
+            continue
+        where = parts[:-1]  # the package relative imports start from
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = where[: len(where) - node.level + 1] if node.level else []
+                module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                targets = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            if "bilingual_qa.cli" in targets:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

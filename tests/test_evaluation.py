@@ -653,3 +653,45 @@ def test_every_committed_set_meets_its_baseline(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err[-3000:]
     assert "sets pooled" in out
+
+
+# --- the naive pipeline as the benchmark runs it: a module entry point ----------------------
+
+
+def test_the_naive_entry_point_builds_the_same_pipeline_over_sentence_transformers(
+    tmp_path, fake_embedder, monkeypatch, capsys
+):
+    from bilingual_qa import embedding
+    from bilingual_qa.evaluation import naive
+
+    doc = tmp_path / "library.txt"
+    doc.write_text(DOC, encoding="utf-8")
+    engines = []
+
+    def load(settings):
+        engines.append((settings.engine, settings.model))
+        return fake_embedder
+
+    monkeypatch.setattr(embedding, "load_embedder", load)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    question = "When does the Riverside Library open on weekdays?"
+    assert naive.main(["/models/e5", str(doc), question, "--top-k", "2"]) == 0
+    assert engines == [("sentence-transformers", "/models/e5")]
+    expected = NaivePipeline(read_document(doc), fake_embedder).retrieve(question, k=2)
+    assert capsys.readouterr().out.split() == [r.paragraph_ids[0] for r in expected]
+
+
+def test_the_naive_module_runs_once_as_a_script():
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "bilingual_qa.evaluation.naive", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "app")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "MODEL" in done.stdout.upper() and not done.stderr

