@@ -1,6 +1,6 @@
 import pytest
 
-from bilingual_qa.chat import Turn, as_turns, condense, is_follow_up
+from bilingual_qa.chat import REFERENCE, SHORT, Turn, as_turns, condense, follow_up_cue, is_follow_up
 from bilingual_qa.errors import QuestionError
 
 HISTORY = [Turn("Which sister cities will Chongqing draw on?", "Ho Chi Minh City, Bangkok… [P9]")]
@@ -49,3 +49,73 @@ def test_assistant_uses_history(fake_assistant):
     assert (
         fake_assistant.ask("Which sister cities in Thailand will Chongqing use?").standalone_question is None
     )
+
+
+@pytest.mark.parametrize(
+    ("question", "cue"),
+    [
+        ("Can it grep too?", REFERENCE),
+        ("What is the population of the second one?", REFERENCE),
+        ("Together with which countries?", REFERENCE),
+        ("這樣做的目的是什麼?", REFERENCE),
+        ("那 filterm 呢？", REFERENCE),  # mostly Latin, still a Chinese follow-up
+        ("和哪些国家一起办?", REFERENCE),
+        ("Which countries?", SHORT),
+        ("How many promotional events will Chongqing host?", None),
+        ("重慶將與哪些國家的駐華使領館搭建溝通協調機制?", None),
+    ],
+)
+def test_follow_up_cues(question, cue):
+    assert follow_up_cue(question) == cue
+
+
+def _asked(bot, question, previous):
+    return bot.ask(question, history=[(previous, "…")])
+
+
+def test_another_language_without_pointing_back_is_a_new_topic(fake_assistant):
+    # The cases: a short question in the other language is not merged into the last turn.
+    assert (
+        _asked(fake_assistant, "巴黎有多少人口？", "What is the population of Paris?").standalone_question
+        is None
+    )
+    assert _asked(fake_assistant, "What is the ILSTC?", "重庆将与哪些国家合作？").standalone_question is None
+    # …but one that points back is, whatever its language.
+    merged = _asked(fake_assistant, "那柬埔寨呢？", "Which sister cities in Thailand will Chongqing use?")
+    assert merged.standalone_question is not None
+
+
+def test_a_follow_up_keeps_the_conversation_script(fake_assistant):
+    # "那柬埔寨呢？" reads the same in both scripts: the conversation's script decides.
+    for previous, script in (
+        ("重庆在泰国有哪些国际友城？", "zh-Hans"),
+        ("重慶在泰國有哪些國際友城？", "zh-Hant"),
+    ):
+        assert _asked(fake_assistant, "那柬埔寨呢？", previous).language == script
+
+
+@pytest.mark.parametrize(
+    ("alone", "merged", "condensed"),
+    [(0.9, 0.95, False), (0.1, 0.8, True), (0.1, 0.05, False)],
+    ids=["answered-alone", "needs-the-last-turn", "no-help-from-it"],
+)
+def test_a_question_without_a_cue_is_condensed_only_when_the_evidence_asks(
+    settings, fake_embedder, monkeypatch, alone, merged, condensed
+):
+    from bilingual_qa import Assistant
+
+    bot = Assistant(settings=settings.replace(answer_threshold=0.5), embedder=fake_embedder)
+    previous = "阿波罗1号的测试是哪天开始的？"
+    question = "测试暂停期间机舱里发生了什么？"  # no pronoun: the subject is left out
+    assert follow_up_cue(question) is None
+    asked = []
+
+    def confidence(text, language, retrieval):
+        # judged on the units the search text finds: the question's own, or the condensed one's
+        asked.append(retrieval.question)
+        return alone if retrieval.question == question else merged
+
+    monkeypatch.setattr(bot._answerer, "confidence", confidence)
+    answer = _asked(bot, question, previous)
+    assert (answer.standalone_question is not None) == condensed
+    assert asked[0] == question  # the question on its own is judged first

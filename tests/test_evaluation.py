@@ -695,3 +695,28 @@ def test_the_naive_module_runs_once_as_a_script():
     )
     assert done.returncode == 0, done.stderr
     assert "MODEL" in done.stdout.upper() and not done.stderr
+
+
+def test_conversation_summary_counts_condensing_and_pairs_follow_ups_with_their_full_question():
+    from bilingual_qa.evaluation import CaseResult, conversation_summary
+
+    def case(id_, category, history, condensed, facts, full=None):
+        return CaseResult(
+            id=id_, line=1, cell="en→en", category=category, question="q", language="en", answerable=True,
+            gold=("P1",), reference="r", answer="a", answered=True, answer_language="en", citations=(),
+            ranking=(), metrics={"fact_recall": facts}, problems=(), seconds=0.0, has_history=history,
+            full=full, condensed=condensed if history else None,
+        )  # fmt: skip
+
+    cases = [
+        case("f1", "follow-up", True, True, 0.5, full="q1"),
+        case("f2", "follow-up", True, False, 0.0, full="q2"),
+        case("t1", "topic-switch", True, False, 1.0),
+        case("q1", "fact", False, None, 1.0),
+        case("q2", "fact", False, None, 0.5),
+    ]
+    s = conversation_summary(cases)
+    assert (s["follow_ups"], s["follow_ups_condensed"]) == (2, 0.5)
+    assert (s["topic_switches"], s["topic_switches_merged"]) == (1, 0.0)
+    assert (s["paired"], s["follow_up_facts"], s["full_question_facts"]) == (2, 0.25, 0.75)
+    assert conversation_summary(cases[3:])["follow_ups_condensed"] is None

@@ -146,3 +146,17 @@ def test_one_han_class_everywhere():
     # a rare-character name (extension B) is one Chinese token run, not dropped
     assert "\U00020bb7" in "".join(lang.lexical_tokens("\U00020bb7野家"))
     assert lang.cjk_ratio("重慶 RCEP") >= lang.CHINESE_SHARE > lang.cjk_ratio("RCEP trade corridor 重")
+
+
+@pytest.mark.parametrize(
+    ("taiwan", "mainland"),
+    [("軟體", "软件"), ("資訊", "信息"), ("程式設計", "编程"), ("網路", "网络")],
+)
+def test_regional_vocabulary_meets_in_lexical_matching(taiwan, mainland):
+    assert set(lang.key_terms(mainland)) <= set(lang.lexical_tokens(f"這個套件的{taiwan}很好"))
+
+
+def test_simplified_text_is_not_read_as_taiwan_usage():
+    # tw2sp would turn the mainland's 程序 ("program") into 进程 ("process").
+    assert "程序" in lang.normalize("这个程序的界面")
+    assert lang.normalize("這個程式") == "这个程序" == lang.normalize("这个程序")

@@ -257,12 +257,25 @@ class ExtractiveAnswerer:
         model = self.model
         probabilities = model.probabilities(weighing.features)
         confidence = model.confidence(weighing.features, probabilities)
-        threshold = model.threshold if self.threshold is None else self.threshold
+        threshold = self.decision_threshold
         signals = {"confidence": round(confidence, 4), "threshold": round(threshold, 4)}
         if not len(probabilities) or confidence < threshold:
             return self._refusal(question, language, signals)
         quotes, only_other = self._choose(weighing, probabilities)
         return self._compose(question, language, quotes, signals, weighing, only_other)
+
+    @property
+    def decision_threshold(self) -> float:
+        """The confidence below which the document counts as silent (set, or the fitted one)."""
+        return self.model.threshold if self.threshold is None else self.threshold
+
+    def confidence(self, question: str, language: str, retrieval: Retrieval) -> float:
+        """P(the document answers ``question``), as :meth:`answer` judges it (0 without evidence)."""
+        weighing = self.evidence.weigh(question, language, retrieval)
+        if not len(weighing.features):
+            return 0.0
+        probabilities = self.model.probabilities(weighing.features)
+        return float(self.model.confidence(weighing.features, probabilities))
 
     def _choose(self, weighing: Weighing, probabilities: np.ndarray) -> tuple[list[_Quote], bool]:
         """The quotes, best first, moved to the wanted version where a translation says the same.

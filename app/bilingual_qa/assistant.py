@@ -7,12 +7,15 @@ import dataclasses
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from . import language as lang
 from .answer import Answer, Backend
 from .answering import ExtractiveAnswerer, load_model, load_model_file
-from .chat import as_turns, condense
+from .chat import REFERENCE, Turn, as_turns, condense, follow_up_cue, is_short
 from .config import Settings
 from .document import Document, Paragraph
 from .embedding import Embedder, load_embedder
@@ -123,9 +126,9 @@ class Assistant:
         Raises:
             QuestionError: the question or history is invalid.
         """
-        _, standalone, language, vector = self._prepare(question, history)
-        retrieval = self._retriever.search(standalone, vector, self.settings.top_k)
-        return self._answerer.evidence.weigh(standalone, language, retrieval), retrieval
+        query = self._prepare(question, history)
+        text, retrieval = self._evidence(query)
+        return self._answerer.evidence.weigh(text, query.language, retrieval), retrieval
 
     @property
     def default_script(self) -> str:
@@ -162,10 +165,13 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         started = time.perf_counter()
-        question, standalone, language, vector = self._prepare(question, history)
-        engine = self._generator or self._answerer
-        answer = engine.answer(standalone, language, self._search(standalone, vector))
-        return self._finish(answer, question, standalone, started)
+        query = self._prepare(question, history)
+        if self._generator is not None:
+            answer = self._generator.answer(query.standalone, query.language, self._search(query))
+        else:
+            text, retrieval = self._evidence(query)
+            answer = self._answerer.answer(text, query.language, retrieval)
+        return self._finish(answer, query, started)
 
     def ask_stream(self, question: str, history: Iterable[object] | None = None) -> Iterator[str | Answer]:
         """Answer one question as a stream: text chunks, then the complete :class:`Answer`.
@@ -192,50 +198,106 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         started = time.perf_counter()
-        question, standalone, language, vector = self._prepare(question, history)
-        return self._stream(question, standalone, language, vector, started)
+        query = self._prepare(question, history)
+        return self._stream(query, started)
 
-    def _stream(
-        self, question: str, standalone: str, language: str, vector, started: float
-    ) -> Iterator[str | Answer]:
+    def _stream(self, query: _Query, started: float) -> Iterator[str | Answer]:
         if self._generator is not None:
             answer = None
-            for item in self._generator.stream(standalone, language, self._search(standalone, vector)):
+            for item in self._generator.stream(query.standalone, query.language, self._search(query)):
                 if isinstance(item, Answer):
                     answer = item
                 else:
                     yield item
         else:
-            answer = self._answerer.answer(standalone, language, self._search(standalone, vector))
+            text, retrieval = self._evidence(query)
+            answer = self._answerer.answer(text, query.language, retrieval)
             # Nothing to stream: the answer exists whole. How a page shows text arriving is
             # the page's business (webpage.stream_prefixes), not the engine's.
             yield answer.text
-        yield self._finish(answer, question, standalone, started)
+        yield self._finish(answer, query, started)
 
-    def _prepare(self, question: object, history: Iterable[object] | None):
-        """Validate, condense and embed: (question, standalone question, answer language, vector)."""
+    def _prepare(self, question: object, history: Iterable[object] | None) -> _Query:
+        """Validate, condense and embed the question."""
         question = self.validate(question)
-        standalone = self._condense(question, as_turns(history))
-        language = lang.question_language(question, self._default_script)
-        vector = self.embedder.embed_queries([standalone])[0]
-        return question, standalone, language, vector
+        turns = as_turns(history)
+        language = lang.question_language(question, self._conversation_script(turns))
+        return self._standalone(question, turns, language)
 
-    def _search(self, standalone: str, vector):
+    def _conversation_script(self, turns: list[Turn]) -> str:
+        """A Chinese question's script when it shows none: the conversation's, else the document's."""
+        for turn in reversed(turns):
+            if lang.is_chinese(lang.question_language(turn.question)):
+                return lang.question_language(turn.question, self._default_script)
+        return self._default_script
+
+    def _standalone(self, question: str, turns: list[Turn], language: str) -> _Query:
+        """The question to search with: the question itself, or it condensed with the last turns.
+
+        A question that points back (a pronoun, "and…", "那…呢": :data:`~bilingual_qa.chat.REFERENCE`)
+        is condensed, unless it is a long question in another language than the previous
+        turn. Any other question with history is condensed only when the evidence asks for
+        it: the document does not answer it on its own (the answerer's confidence is below
+        its threshold) and the condensed question is answered more surely. A question in
+        another language that does not point back starts a new topic.
+        """
+
+        def alone() -> _Query:
+            return _Query(question, question, language, self.embedder.embed_queries([question])[0])
+
+        if not turns:
+            return alone()
+        cue = follow_up_cue(question)
+        previous = turns[-1].question
+        switched = lang.is_chinese(lang.question_language(previous)) != lang.is_chinese(language)
+        if (switched and cue != REFERENCE) or (switched and not is_short(question)):
+            return alone()
+        merged = condense(question, turns, force=True)
+        own, together = self.embedder.embed_queries([question, merged])
+        if cue != REFERENCE:
+            single = _Query(question, question, language, own)
+            on_its_own = self._answerer.confidence(question, language, self._search(single))
+            if on_its_own >= self._answerer.decision_threshold:
+                return single
+            candidate = _Query(question, merged, language, together, own)
+            text, retrieval = self._evidence(candidate)
+            if self._answerer.confidence(text, language, retrieval) <= on_its_own:
+                return single
+        if self._generator is not None:
+            # An LLM rewrites the follow-up into a real question: searched and weighed as one.
+            rewritten = self._condense(question, turns, force=True)
+            return _Query(question, rewritten, language, self.embedder.embed_queries([rewritten])[0])
+        return _Query(question, merged, language, together, own)
+
+    def _search(self, query: _Query):
         """The one search a question gets: the top_k units and every sentence's score."""
-        return self._retriever.search(standalone, vector, self.settings.top_k)
+        return self._retriever.search(query.standalone, query.vector, self.settings.top_k)
 
-    def _condense(self, question: str, turns: list) -> str:
+    def _evidence(self, query: _Query):
+        """What the extractive answerer weighs: (the question text, the retrieval).
+
+        A follow-up condensed by rule ("Which sister cities…? 那柬埔寨呢？") finds its units
+        with the condensed text, but its sentences are scored against the follow-up alone:
+        the earlier question says where to look, the follow-up's own words what to quote.
+        """
+        retrieval = self._search(query)
+        if query.own_vector is None:
+            return query.standalone, retrieval
+        own_scores = self._retriever.sentence_scores(query.own_vector)
+        return query.question, dataclasses.replace(retrieval, sentence_scores=own_scores)
+
+    def _condense(self, question: str, turns: list, force: bool = False) -> str:
         """The standalone question: rewritten by the LLM when one is configured, else by rule."""
         if self._generator is not None:
-            return self._generator.condense(question, turns)
-        return condense(question, turns)
+            return self._generator.condense(question, turns, force)
+        return condense(question, turns, force)
 
     @staticmethod
-    def _finish(answer: Answer, question: str, standalone: str, started: float) -> Answer:
+    def _finish(answer: Answer, query: _Query, started: float) -> Answer:
         return dataclasses.replace(
             answer,
-            question=question,
-            standalone_question=standalone if standalone != question else None,
+            question=query.question,
+            standalone_question=query.standalone if query.standalone != query.question else None,
             seconds=round(time.perf_counter() - started, 4),
         )
 
@@ -258,9 +320,8 @@ class Assistant:
             QuestionError: the question is invalid.
             ModelError: the question could not be embedded.
         """
-        standalone = self._condense(self.validate(question), as_turns(history))
-        vector = self.embedder.embed_queries([standalone])[0]
-        hits = self._retriever.search(standalone, vector, max(1, k or self.settings.top_k)).hits
+        query = self._prepare(question, history)
+        hits = self._retriever.search(query.standalone, query.vector, max(1, k or self.settings.top_k)).hits
         paragraphs = self.index.document.paragraphs
         return tuple(Retrieved(tuple(paragraphs[m].id for m in h.members), h.score) for h in hits)
 
@@ -278,6 +339,20 @@ class Assistant:
         if bad:
             raise QuestionError(f"the question contains a control character (U+{ord(bad[0]):04X})")
         return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A question ready to search: as asked, standalone (condensed), its language and vectors.
+
+    ``own_vector`` is the question's own vector when ``standalone`` was condensed by rule.
+    """
+
+    question: str
+    standalone: str
+    language: str
+    vector: np.ndarray
+    own_vector: np.ndarray | None = None
 
 
 def _dominant_script(document: Document) -> str:

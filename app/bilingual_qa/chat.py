@@ -1,10 +1,15 @@
-"""Chat: conversation turns and condensing a follow-up into a standalone question.
+"""Chat: conversation turns, cues that a question leans on them, and condensing a follow-up.
 
 "And which of them are in Thailand?" means nothing to retrieval on its own;
 the previous question supplies what "them" refers to. Without an LLM the
 standalone question is the previous (already standalone) question followed by
 the follow-up, which keeps the earlier key terms for retrieval while the
 follow-up's own terms decide which sentence answers.
+
+The cues here only nominate a question: whether it really is a follow-up is decided
+from evidence by the Assistant (does the document answer it on its own, and does the
+previous turn help?), so "its" in a self-contained question or a short new question
+does not drag the last turn along.
 """
 
 from __future__ import annotations
@@ -18,14 +23,21 @@ from .errors import QuestionError
 
 MAX_TURNS = 20
 
-_EN_FOLLOW_UP = re.compile(
-    r"^(?:and|but|also|so|then|what about|how about|and what|which of|who of|why|how so)\b"
-    r"|\b(?:it|its|they|them|their|theirs|those|these|that one|there|he|she|his|her|this one)\b",
+# A question pointing back at the conversation: a pronoun or demonstrative, "and…",
+# "the second one", "那…呢", 这/該/其/他…
+_EN_REFERENCE = re.compile(
+    r"^(?:and|but|also|so|then|what about|how about|which of|who of|why|how so|together with"
+    r"|with (?:whom|whose|which|what))\b"
+    r"|\b(?:it|its|they|them|their|theirs|those|these|this|that|there|he|she|him|his|her|hers"
+    r"|the (?:first|second|third|fourth|last|latter|former|same)(?: one)?)\b",
     re.IGNORECASE,
 )
-_ZH_FOLLOW_UP = re.compile(
-    r"^(?:那|那麼|那么|還有|还有|另外|其中|而且|並且|并且)|他們|他们|它們|它们|這些|这些|那些|其中|該|该|此|呢[?？]?$"
+_ZH_REFERENCE = re.compile(
+    r"^(?:那|那麼|那么|還有|还有|另外|其中|而且|並且|并且|和|與|与|跟|同)"
+    r"|他|她|它|這|这|那些|那個|那个|該|该|此|其|第[一二三四五六七八九十两兩]+[个個所位家种種座條条]?|呢[?？]?$"
 )
+REFERENCE = "reference"
+SHORT = "short"
 _SHORT_EN_WORDS = 12
 _SHORT_ZH_CHARS = 20
 
@@ -57,19 +69,39 @@ def as_turns(history: Iterable[object] | None) -> list[Turn]:
     return turns[-MAX_TURNS:]
 
 
+def follow_up_cue(question: str) -> str | None:
+    """Why a question may lean on the conversation: :data:`REFERENCE`, :data:`SHORT` or None.
+
+    REFERENCE: it points back (a pronoun, a demonstrative, "and…", "那…呢"). SHORT: a
+    short question with at most one or two key terms ("Which countries?", "和哪些国家？").
+    """
+    # Both languages' cues: a Chinese question may be mostly Latin names ("那 filterm 呢？").
+    if _EN_REFERENCE.search(question) or _ZH_REFERENCE.search(re.sub(r"\s+", "", question)):
+        return REFERENCE
+    few = 1 if lang.question_language(question) == lang.EN else 2
+    return SHORT if is_short(question) and len(lang.key_terms(question)) <= few else None
+
+
 def is_follow_up(question: str) -> bool:
-    """Whether a question leans on the conversation (a pronoun, "and…", "那…呢", very few key terms)."""
+    """Whether a question may lean on the conversation (see :func:`follow_up_cue`)."""
+    return follow_up_cue(question) is not None
+
+
+def is_short(question: str) -> bool:
+    """Short enough to be an elliptical follow-up: in words (English), Han characters and Latin words."""
     if lang.question_language(question) == lang.EN:
-        short = len(question.split()) <= _SHORT_EN_WORDS
-        return short and (bool(_EN_FOLLOW_UP.search(question)) or len(lang.key_terms(question)) <= 1)
-    compact = re.sub(r"\s+", "", question)
-    short = len(compact) <= _SHORT_ZH_CHARS
-    return short and (bool(_ZH_FOLLOW_UP.search(compact)) or len(lang.key_terms(question)) <= 2)
+        return len(question.split()) <= _SHORT_EN_WORDS
+    units = sum(1 for ch in question if lang.is_cjk(ch)) + len(re.findall(r"[A-Za-z0-9]+", question))
+    return units <= _SHORT_ZH_CHARS
 
 
-def condense(question: str, history: Sequence[Turn]) -> str:
-    """A standalone version of ``question`` given the earlier turns (unchanged when standalone)."""
-    if not history or not is_follow_up(question):
+def condense(question: str, history: Sequence[Turn], force: bool = False) -> str:
+    """A standalone version of ``question`` given the earlier turns.
+
+    Unchanged when there is no history, or when the question has no follow-up cue and
+    ``force`` is false (``force``: the caller decided from evidence that it is a follow-up).
+    """
+    if not history or not (force or is_follow_up(question)):
         return question
     previous = history[-1].question
     # The previous question may itself have been a follow-up: walk back to a standalone one.

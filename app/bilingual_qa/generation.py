@@ -216,7 +216,7 @@ class GenerativeAnswerer:
             "".join(pieces), question, language, context, scores, baseline, instructions, seconds
         )
 
-    def condense(self, question: str, turns: Sequence[Turn]) -> str:
+    def condense(self, question: str, turns: Sequence[Turn], force: bool = False) -> str:
         """A standalone version of a follow-up question, rewritten by the LLM.
 
         Only questions that :func:`bilingual_qa.chat.condense` treats as
@@ -227,11 +227,12 @@ class GenerativeAnswerer:
         Args:
             question: the validated question.
             turns: earlier turns, oldest first.
+            force: treat it as a follow-up even without a cue (decided from evidence).
 
         Returns:
             The standalone question (``question`` itself when it is not a follow-up).
         """
-        fallback = condense(question, turns)
+        fallback = condense(question, turns, force)
         if fallback == question:
             return question
         key = (question, tuple((t.question, t.answer) for t in turns[-3:]))

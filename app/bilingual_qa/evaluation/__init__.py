@@ -41,6 +41,7 @@ from .metrics import (
     SystemReport,
     aggregate,
     cell_of,
+    conversation_summary,
     language_matches,
     normalize_for_facts,
     score_case,
@@ -62,6 +63,7 @@ from .reference import (
 )
 from .report import (
     DEFAULT_REPORT_DIR,
+    conversation_lines,
     format_table,
     render_html,
     render_suite_html,
@@ -115,6 +117,8 @@ __all__ = [
     "cell_of",
     "check_reference_set",
     "compare_to_baseline",
+    "conversation_lines",
+    "conversation_summary",
     "default_tolerances",
     "discover_sets",
     "evaluate_system",

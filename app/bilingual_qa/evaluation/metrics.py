@@ -102,6 +102,11 @@ class CaseResult:
     backend: str = "extractive"
     fallback_reason: str | None = None
     guardrails: tuple[str, ...] = ()
+    # Conversations: whether the case had history, the id of the same question asked in full,
+    # and whether the system condensed it with the earlier turns (None: it does not say).
+    has_history: bool = False
+    full: str | None = None
+    condensed: bool | None = None
 
 
 def cell_of(case: Case, document: Any) -> str:
@@ -249,7 +254,40 @@ def score_case(
         backend=getattr(answer, "backend", "") or "unknown",
         fallback_reason=getattr(answer, "fallback_reason", None),
         guardrails=tuple(getattr(answer, "guardrails", ())),
+        has_history=bool(case.history),
+        full=case.full,
+        condensed=(getattr(answer, "standalone_question", None) is not None) if case.history else None,
     )
+
+
+def conversation_summary(cases: Sequence[CaseResult]) -> dict[str, float | int | None]:
+    """How a system handled conversations: follow-ups condensed, new topics kept on their own,
+    and follow-ups' fact recall beside the same questions asked in full.
+
+    Args:
+        cases: one system's scored cases (of one set, or pooled: ids are matched per set).
+
+    Returns:
+        Counts and shares; a share is None when no case of its kind was asked.
+    """
+    follow = [c for c in cases if c.has_history and c.category == "follow-up" and c.condensed is not None]
+    switch = [c for c in cases if c.has_history and c.category == "topic-switch" and c.condensed is not None]
+    by_name = {c.id: c for c in cases}  # ids are unique across the committed sets
+    paired = [(c, by_name.get(c.full)) for c in follow if c.full and c.answerable]
+    paired = [(c, f) for c, f in paired if f is not None and f.metrics.get("fact_recall") is not None]
+
+    def mean(values: list[float]) -> float | None:
+        return round(sum(values) / len(values), 4) if values else None
+
+    return {
+        "follow_ups": len(follow),
+        "follow_ups_condensed": mean([float(bool(c.condensed)) for c in follow]),
+        "topic_switches": len(switch),
+        "topic_switches_merged": mean([float(bool(c.condensed)) for c in switch]),
+        "paired": len(paired),
+        "follow_up_facts": mean([c.metrics.get("fact_recall") or 0.0 for c, _ in paired]),
+        "full_question_facts": mean([f.metrics["fact_recall"] for _, f in paired]),
+    }
 
 
 def language_matches(answer: Any, expected: str) -> tuple[bool, bool]:

@@ -11,7 +11,7 @@ from ..errors import EvaluationError
 from ..files import atomic_write
 from ..reportkit import esc, items, page, row, svg, svg_text, table
 from .baseline import Regression
-from .metrics import METRICS, SystemReport
+from .metrics import METRICS, SystemReport, conversation_summary
 from .reference import EVAL_DIR
 from .run import EvalReport
 
@@ -69,7 +69,33 @@ def format_table(report: EvalReport) -> str:
         f"{report.reference_set}: {report.cases} cases on {report.document} "
         f"(model {report.model}, backend {report.engine.backend}{fitted}, {report.seconds:.0f} s)"
     )
-    return head + "\n" + "\n".join(lines) + "".join(f"\n{line}" for line in tally_lines(report))
+    extra = [*conversation_lines(report), *tally_lines(report)]
+    return head + "\n" + "\n".join(lines) + "".join(f"\n{line}" for line in extra)
+
+
+def conversation_lines(report: EvalReport) -> list[str]:
+    """The engine's handling of conversations, in one line (none when the set has none).
+
+    Args:
+        report: a finished run (or a pooled one).
+
+    Returns:
+        Follow-ups condensed, topic switches merged, follow-up fact recall beside the same
+        questions asked in full.
+    """
+    s = conversation_summary(report.engine.cases)
+    if not s["follow_ups"] and not s["topic_switches"]:
+        return []
+
+    def share(key: str) -> str:
+        return "—" if s[key] is None else f"{s[key]:.3f}"
+
+    return [
+        f"conversations: follow-ups condensed {share('follow_ups_condensed')} (n {s['follow_ups']}), "
+        f"topic switches merged {share('topic_switches_merged')} (n {s['topic_switches']}), "
+        f"fact recall of follow-ups {share('follow_up_facts')} vs asked in full "
+        f"{share('full_question_facts')} (n {s['paired']})"
+    ]
 
 
 def tally_lines(report: EvalReport) -> list[str]:
