@@ -153,6 +153,23 @@ def test_a_streaming_engine_streams_and_its_final_answer_wins(chat_page, fake_as
     assert updates[-1][2].entries[-1].answer is final
 
 
+def test_a_follow_up_can_be_asked_again_as_a_new_question(chat_page):
+    first = _drain(chat_page.chat("Which sister cities in Thailand will Chongqing use?", Session()))[-1][2]
+    assert chat_page.ask_new_button(first)["visible"] is False  # nothing was merged
+    merged = _drain(chat_page.chat("And which of them are in Cambodia?", first))[-1][2]
+    assert merged.entries[-1].answer.standalone_question is not None
+    assert chat_page.ask_new_button(merged)["visible"] is True
+    again = _drain(chat_page.ask_as_new(merged))[-1][2]
+    last = again.entries[-1]
+    assert last.question == "And which of them are in Cambodia?"
+    assert last.answer.standalone_question is None  # asked without the earlier turns
+    assert len(again.entries) == len(merged.entries) + 1  # the conversation is kept
+    assert chat_page.ask_new_button(again)["visible"] is False
+    # with nothing to re-ask, the button changes nothing
+    (update,) = _drain(chat_page.ask_as_new(again))
+    assert update[2] == again
+
+
 def test_empty_question_changes_nothing(chat_page):
     (update,) = _drain(chat_page.chat("   ", Session()))
     assert update[0] == [] and update[2] == Session()
@@ -595,6 +612,18 @@ def test_browser_follow_up_and_document_tab(page_at):
     assert "Bangkok" in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
     standalone = page.locator("#bqa-sources .bqa-standalone").inner_text()
     assert "Which cities are sister cities of Chongqing? And which of them are in Thailand?" in standalone
+    # It was merged, so the page offers to ask it again on its own.
+    ask_new = page.locator("#bqa-ask-new")
+    ask_new.wait_for(state="visible", timeout=10_000)
+    answers = page.locator("#bqa-chat [data-testid=bot]").count()
+    ask_new.click()
+    page.wait_for_function(
+        "n => document.querySelectorAll('#bqa-chat [data-testid=bot]').length > n",
+        arg=answers,
+        timeout=30_000,
+    )
+    ask_new.wait_for(state="hidden", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('#bqa-sources .bqa-standalone')", timeout=30_000)
     # A marker of the first answer brings the first answer's sources back, at its card.
     page.locator("#bqa-chat a[href^='#src-0-']").first.click()
     page.wait_for_selector("#bqa-sources article[id^='src-0-'].bqa-flash", timeout=10_000)

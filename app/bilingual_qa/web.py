@@ -82,6 +82,7 @@ class Controls:
     upload: Any
     default_document: Any
     new_chat: Any
+    ask_new: Any  # shown when the latest question was taken as a follow-up
     sources: Any
     document: Any
 
@@ -89,7 +90,7 @@ class Controls:
     # this order. ChatPage.labels names its updates by these fields, so the two cannot drift.
     LABELLED: ClassVar[tuple[str, ...]] = (
         "session", "ui", "title", "status", "chat_tab", "document_tab", "chatbot", "question",
-        "send", "examples", "upload", "default_document", "new_chat", "sources", "document",
+        "send", "examples", "upload", "default_document", "new_chat", "ask_new", "sources", "document",
     )  # fmt: skip
 
     def labelled(self) -> list[Any]:
@@ -158,6 +159,7 @@ class ChatPage:
             "upload": gr.update(label=text["upload"]),
             "default_document": gr.update(value=text["default_document"]),
             "new_chat": gr.update(value=text["new_chat"]),
+            "ask_new": gr.update(value=text["ask_new"], visible=_merged(session) is not None),
             "sources": page.sources_html(session, ui),
             "document": page.document_html(document, ui),
         }
@@ -169,12 +171,15 @@ class ChatPage:
 
     # --- chat ---------------------------------------------------------------------------------
 
-    async def chat(self, question: str, session: Session) -> AsyncIterator[tuple[Any, ...]]:
+    async def chat(
+        self, question: str, session: Session, on_its_own: bool = False
+    ) -> AsyncIterator[tuple[Any, ...]]:
         """Answer ``question`` in the tab's conversation, streaming the answer.
 
         Args:
             question: the text typed (or the example clicked).
             session: the tab's session; its earlier answers give follow-ups their context.
+            on_its_own: ask without the earlier turns (the visitor said it is a new question).
 
         Yields:
             (chat messages, question box, session, sources panel): first the question with
@@ -190,7 +195,8 @@ class ChatPage:
         yield self._chat(pending, ui), "", pending, waiting
         shown = ""
         exchange = None
-        async for item in self._produce(session.assistant or self.assistant, question, session.history()):
+        history = [] if on_its_own else session.history()
+        async for item in self._produce(session.assistant or self.assistant, question, history):
             if isinstance(item, Exchange):
                 exchange = item
                 break
@@ -260,6 +266,21 @@ class ChatPage:
             log.error("the engine's stream ended without an answer")
             return Exchange(question, error=Message("engine_failed"))
         return Exchange(question, answer=answer, document=assistant.document)
+
+    async def ask_as_new(self, session: Session) -> AsyncIterator[tuple[Any, ...]]:
+        """Ask the latest question again, on its own, when it had been taken as a follow-up."""
+        merged = _merged(session)
+        if merged is None:
+            yield self._chat(session, session.ui), "", session, page.sources_html(session, session.ui)
+            return
+        async for update in self.chat(merged.question, session, on_its_own=True):
+            yield update
+
+    def ask_new_button(self, session: Session) -> Any:
+        """The "ask as a new question" button: shown only after an answer to a condensed follow-up."""
+        import gradio as gr
+
+        return gr.update(visible=_merged(session) is not None)
 
     async def chat_example(self, sample: list[str], session: Session) -> AsyncIterator[tuple[Any, ...]]:
         """Ask a clicked example question (``sample`` is the example's row)."""
@@ -405,6 +426,15 @@ class ChatPage:
         return answer.to_dict()
 
 
+def _merged(session: Session) -> Exchange | None:
+    """The latest exchange, if its question was answered as a follow-up (condensed)."""
+    for entry in reversed(session.entries):
+        if isinstance(entry, Exchange):
+            answer = entry.answer
+            return entry if answer is not None and answer.standalone_question else None
+    return None
+
+
 class _UploadRejected(Exception):
     """An upload refused before indexing, with the message to show."""
 
@@ -519,6 +549,7 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
                     )
                     default_document = gr.Button(text["default_document"], size="sm", elem_id="bqa-default")
                     new_chat = gr.Button(text["new_chat"], size="sm", elem_id="bqa-new-chat")
+                    ask_new = gr.Button(text["ask_new"], size="sm", visible=False, elem_id="bqa-ask-new")
             with gr.Column(scale=6, min_width=360):
                 sources = gr.HTML(page.sources_html(session, "en"), elem_id="bqa-sources", js_on_load=None)
         with gr.Tab(text["tab_document"], id="document", elem_id="bqa-document-tab") as document_tab:
@@ -540,6 +571,7 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
         upload=upload,
         default_document=default_document,
         new_chat=new_chat,
+        ask_new=ask_new,
         sources=sources,
         document=document_view,
     )
@@ -554,10 +586,16 @@ def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
     private = {"api_visibility": "private", "show_progress": "hidden"}
     # Answering is cheap next to streaming pauses; the embedder's lock already serializes the model.
     chat = {"fn": handlers.chat, "inputs": [c.question, c.session], "outputs": chat_outputs}
-    c.question.submit(**chat, api_name="chat", concurrency_limit=None, show_progress="hidden", **ui_only)
-    c.send.click(**chat, concurrency_limit=None, **private)
+    button = {"fn": handlers.ask_new_button, "inputs": [c.session], "outputs": [c.ask_new], **private}
+    c.question.submit(
+        **chat, api_name="chat", concurrency_limit=None, show_progress="hidden", **ui_only
+    ).then(**button)
+    c.send.click(**chat, concurrency_limit=None, **private).then(**button)
     c.examples.click(
         handlers.chat_example, [c.examples, c.session], chat_outputs, concurrency_limit=None, **private
+    ).then(**button)
+    c.ask_new.click(handlers.ask_as_new, [c.session], chat_outputs, concurrency_limit=None, **private).then(
+        **button
     )
 
     # Gradio finds its special parameters (progress tracker, click data) by their default
@@ -583,7 +621,7 @@ def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
     )
     c.default_document.click(handlers.use_default, [c.session], document_outputs, **private)
     for trigger in (c.new_chat.click, c.chatbot.clear):  # the chat's own trash button too
-        trigger(handlers.new_chat, [c.session], [c.chatbot, c.session, c.sources], **private)
+        trigger(handlers.new_chat, [c.session], [c.chatbot, c.session, c.sources], **private).then(**button)
     c.chatbot.select(show_sources, [c.session], [c.session, c.sources], **private).then(
         None, js="() => { if (window.bqaReveal) window.bqaReveal(); }", **private
     )
