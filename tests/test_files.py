@@ -38,3 +38,17 @@ def test_sha256_helpers_agree_with_hashlib(tmp_path):
     path.write_bytes(data)
     expected = hashlib.sha256(data).hexdigest()
     assert sha256_bytes(data) == expected == sha256_file(path)
+
+
+def test_read_json_errors_name_the_file_in_the_callers_family(tmp_path):
+    from bilingual_qa.errors import ConfigError
+    from bilingual_qa.files import read_json
+
+    good = tmp_path / "ok.json"
+    good.write_text('{"a": [1, "重慶"]}', encoding="utf-8")
+    assert read_json(good, ConfigError, "weights") == {"a": [1, "重慶"]}
+    with pytest.raises(ConfigError, match=r"cannot read weights .*missing\.json"):
+        read_json(tmp_path / "missing.json", ConfigError, "weights")
+    (tmp_path / "bad.json").write_text("{nope", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"weights .*bad\.json is not valid JSON"):
+        read_json(tmp_path / "bad.json", ConfigError, "weights")

@@ -12,7 +12,6 @@ translation of it. Chinese is converted to the question's script.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +24,7 @@ from .answer import Answer, Citation
 from .document import Paragraph, Sentence
 from .errors import ConfigError
 from .evidence import FEATURES, Evidence, Weighing, expected_type, has_type
+from .files import read_json
 from .prompts import messages
 from .retrieval import Retrieval, Retriever
 
@@ -164,12 +164,7 @@ def load_model_file(path: Path = MODEL_PATH) -> dict:
     Raises:
         ConfigError: missing, unreadable, or fitted for other features.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the answerer's weights {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"the answerer's weights {path} are not valid JSON: {exc}") from None
+    data = read_json(path, ConfigError, "the answerer's weights")
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise ConfigError(f"the answerer's weights {path} are not format {MODEL_FORMAT}")
     if data.get("features") != list(FEATURES):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +38,22 @@ def atomic_write(path: str | Path, data: str | bytes, mode: int = 0o644) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_json(path: str | Path, error: type[Exception], what: str) -> object:
+    """The JSON in a file, or ``error`` with one line naming ``what`` it was and why it failed.
+
+    Args:
+        path: the file.
+        error: the exception to raise (one of the :mod:`bilingual_qa.errors` family).
+        what: how the message names the file ("baseline", "the answerer's weights").
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise error(f"{what} {path} is not valid JSON: {exc}") from None
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvaluationError
-from ..files import atomic_write
+from ..files import atomic_write, read_json
 from .metrics import METRIC_BY_KEY, METRICS
 from .reference import DEFAULT_BASELINE
 from .run import EvalReport
@@ -61,12 +61,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         EvaluationError: unreadable or malformed.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EvaluationError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise EvaluationError(f"baseline {path} is not valid JSON: {exc}") from None
+    data = read_json(path, EvaluationError, "baseline")
     ok = (
         isinstance(data, dict)
         and data.get("format") == BASELINE_FORMAT
