@@ -190,3 +190,18 @@ def test_the_other_version_is_quoted_sentence_for_sentence(real_embedder, tmp_pa
     assert "朴艾倫" in name.text and "閱覽室" not in name.text  # the translation of that sentence only
     hours = bot.ask("英文版怎么写图书馆的开放时间?")
     assert "9 am" in hours.text and hours.language == lang.HANS
+
+
+def test_signals_read_as_attributes_and_as_the_old_mapping(fake_assistant):
+    import json
+
+    from bilingual_qa.answer import Signals
+
+    answer = fake_assistant.ask("How many promotional events will Chongqing host?")
+    signals = answer.signals
+    assert isinstance(signals, Signals) and signals.confidence is not None
+    assert signals["confidence"] == signals.confidence and dict(signals).keys() == {"confidence", "threshold"}
+    assert "support" not in signals and signals.get("support") is None
+    with pytest.raises(KeyError):
+        signals["support"]
+    assert json.loads(answer.to_json())["signals"] == dict(signals)  # unset ones stay out of JSON

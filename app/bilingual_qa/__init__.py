@@ -20,7 +20,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .answer import Answer, Backend, Citation, FallbackReason, Guardrail
+    from .answer import Answer, Backend, Citation, FallbackReason, Guardrail, Signals
     from .assistant import Assistant
     from .document import Paragraph
 
@@ -39,6 +39,7 @@ __all__ = [
     "Paragraph",
     "QuestionError",
     "Settings",
+    "Signals",
 ]
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ _LAZY = {
     "Backend": "answer",
     "FallbackReason": "answer",
     "Guardrail": "answer",
+    "Signals": "answer",
     "Paragraph": "document",
 }
 

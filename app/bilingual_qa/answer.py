@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 
 
@@ -71,6 +72,37 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Signals(Mapping):
+    """What an answer was decided on; read as attributes or, like the 0.1 dict, by key.
+
+    ``confidence`` and ``threshold``: the extractive answerer's P(the document answers) and
+    the refusal threshold it was held to; ``support`` and ``llm_seconds``: the generative
+    backend's share of supported key terms and its generation time. Unset ones are None
+    and absent from the mapping.
+    """
+
+    confidence: float | None = None
+    threshold: float | None = None
+    support: float | None = None
+    llm_seconds: float | None = None
+
+    def __getitem__(self, key: str) -> float:
+        value = getattr(self, key, None) if key in _SIGNAL_NAMES else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in _SIGNAL_NAMES if getattr(self, name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+_SIGNAL_NAMES = tuple(f.name for f in fields(Signals))
+
+
+@dataclass(frozen=True)
 class Answer:
     """An answer in the question's language and script, with [P#] markers and its citations.
 
@@ -86,7 +118,7 @@ class Answer:
     backend: str = Backend.EXTRACTIVE
     standalone_question: str | None = None
     evidence_language: str | None = None
-    signals: dict[str, float] = field(default_factory=dict)
+    signals: Signals = field(default_factory=Signals)
     seconds: float = 0.0
     # Generative backend only: why its answer was replaced by this extractive one
     # (None when it was not), and the guardrail checks that fired on its text.
@@ -94,8 +126,10 @@ class Answer:
     guardrails: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict of the answer."""
-        return asdict(self)
+        """A JSON-ready dict of the answer (``signals``: only the ones that are set)."""
+        data = asdict(self)
+        data["signals"] = dict(self.signals)
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         """The answer as JSON with readable Chinese (no \\u escapes)."""

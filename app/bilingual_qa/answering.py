@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import language as lang
-from .answer import Answer, Citation
+from .answer import Answer, Citation, Signals
 from .document import Paragraph, Sentence
 from .errors import ConfigError
 from .evidence import FEATURES, Evidence, Weighing, expected_type, has_type
@@ -253,7 +253,7 @@ class ExtractiveAnswerer:
         probabilities = model.probabilities(weighing.features)
         confidence = model.confidence(weighing.features, probabilities)
         threshold = self.decision_threshold
-        signals = {"confidence": round(confidence, 4), "threshold": round(threshold, 4)}
+        signals = Signals(confidence=round(confidence, 4), threshold=round(threshold, 4))
         if not len(probabilities) or confidence < threshold:
             return self._refusal(question, language, signals)
         quotes, only_other = self._choose(weighing, probabilities)
@@ -356,7 +356,7 @@ class ExtractiveAnswerer:
         question: str,
         language: str,
         quotes: list[_Quote],
-        signals: dict[str, float],
+        signals: Signals,
         weighing: Weighing,
         only_other: bool,
     ) -> Answer:
@@ -407,7 +407,7 @@ class ExtractiveAnswerer:
         )
 
     @staticmethod
-    def _refusal(question: str, language: str, signals: dict[str, float]) -> Answer:
+    def _refusal(question: str, language: str, signals: Signals) -> Answer:
         return Answer(
             question=question,
             text=messages(language)["refusal"],

@@ -380,7 +380,7 @@ class GenerativeAnswerer:
                 backend=Backend.LLM,
                 evidence_language=None,
                 guardrails=tuple(fired),
-                signals={**baseline.signals, "llm_seconds": round(seconds, 3)},
+                signals=dataclasses.replace(baseline.signals, llm_seconds=round(seconds, 3)),
             )
         if _leaks(plain, instructions, language):
             return fail(FallbackReason.PROMPT_LEAK)
@@ -423,7 +423,9 @@ class GenerativeAnswerer:
             citations=citations,
             backend=Backend.LLM,
             evidence_language=citations[0].language,
-            signals={**baseline.signals, "support": round(support, 3), "llm_seconds": round(seconds, 3)},
+            signals=dataclasses.replace(
+                baseline.signals, support=round(support, 3), llm_seconds=round(seconds, 3)
+            ),
             guardrails=tuple(fired),
         )
 
@@ -498,7 +500,9 @@ def _share(items: Iterable[str], pool: set[str]) -> float:
 
 def _fallback(baseline: Answer, reason: str, fired: tuple[str, ...], seconds: float = 0.0) -> Answer:
     """The extractive answer, flagged as standing in for the generated one."""
-    signals = {**baseline.signals, "llm_seconds": round(seconds, 3)} if seconds else baseline.signals
+    signals = (
+        dataclasses.replace(baseline.signals, llm_seconds=round(seconds, 3)) if seconds else baseline.signals
+    )
     return dataclasses.replace(baseline, fallback_reason=reason, guardrails=fired, signals=signals)
 
 

@@ -134,10 +134,11 @@ def unit_keys(document: Any) -> dict[str, str]:
     Returns:
         Every paragraph id mapped to its pair's key (its own id when it has no twin).
     """
+    paragraphs = document.paragraphs
     keys = {}
-    for p in document.paragraphs:
-        members = sorted({p.id, p.twin_id} - {None}, key=lambda i: int(i[1:]))
-        keys[p.id] = "+".join(members)
+    for members in document.units:
+        key = "+".join(paragraphs[i].id for i in sorted(members))
+        keys.update(dict.fromkeys((paragraphs[i].id for i in members), key))
     return keys
 
 

@@ -277,7 +277,6 @@ class TopUnitQuote:
         self.assistant = assistant
         self.sentences = sentences
         self.backend = f"top-unit-{sentences}"
-        self._position = {p.id: i for i, p in enumerate(assistant.document.paragraphs)}
 
     def retrieve(self, question: str, history: object = None, k: int = RETRIEVAL_DEPTH) -> Any:
         """The engine's ranking."""
@@ -297,7 +296,7 @@ class TopUnitQuote:
         same = [p for p in members if lang.is_chinese(p.language) == lang.is_chinese(language)]
         paragraph = (same or members)[0]
         index = assistant.index
-        rows = index.sentence_range(self._position[paragraph.id])
+        rows = index.sentence_range(paragraph.position)
         vector = assistant.embedder.embed_queries([standalone])[0]
         similarity = index.sentence_vectors[rows.start : rows.stop] @ vector
         best = sorted(int(i) for i in (-similarity).argsort(kind="stable")[: self.sentences])
