@@ -3,7 +3,6 @@ import re
 import pytest
 
 from bilingual_qa import language as lang
-from bilingual_qa.answering import expected_type, has_type
 from bilingual_qa.prompts import messages
 
 QUESTIONS = [
@@ -96,30 +95,6 @@ def test_answer_quotes_sentences_not_whole_paragraphs(fake_assistant):
 def test_json_keeps_chinese_readable(fake_assistant):
     text = fake_assistant.ask("重庆将举办多少场专场推介活动?").to_json()
     assert "\\u" not in text and "推介" in text
-
-
-@pytest.mark.parametrize(
-    ("question", "kind"),
-    [
-        ("How many events?", "quantity"),
-        ("重庆将建设多少个海外仓?", "quantity"),
-        ("On what exact date will the forum be held?", "date"),
-        ("论坛将在哪一天举行?", "date"),
-        ("Who translated it?", None),
-    ],
-)
-def test_expected_answer_type(question, kind):
-    assert expected_type(question) == kind
-
-
-def test_has_type():
-    assert has_type("more than ten promotional events", "quantity")
-    assert has_type("舉辦10場以上專場推介活動", "quantity")
-    assert has_type("閱覽室可容納兩百人", "quantity")
-    assert has_type("On October 10, a press conference was held", "date")
-    assert has_type("在10月10日舉行", "date")
-    assert not has_type("in the 2023 forum", "date")
-    assert not has_type("a mechanism of communication", "quantity")
 
 
 @pytest.mark.parametrize("question", QUESTIONS)

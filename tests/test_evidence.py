@@ -82,6 +82,11 @@ def test_a_sentence_with_every_key_term_is_fully_covered(fake_assistant):
         ("On what day was the plan released?", "date"),
         ("计划是哪一天发布的?", "date"),
         ("Who translated the press release?", None),
+        ("How many events?", "quantity"),
+        ("重庆将建设多少个海外仓?", "quantity"),
+        ("On what exact date will the forum be held?", "date"),
+        ("论坛将在哪一天举行?", "date"),
+        ("Who translated it?", None),
     ],
 )
 def test_expected_answer_type(question, kind):
@@ -94,3 +99,10 @@ def test_answer_types_and_numbers_found_in_text():
     assert has_type("released on March 3", "date")
     assert not has_type("the plan was released", "date")
     assert numbers("1,200 trains and 3.5 million tonnes") == {"1200", "3.5"}
+    assert has_type("more than ten promotional events", "quantity")
+    assert has_type("舉辦10場以上專場推介活動", "quantity")
+    assert has_type("閱覽室可容納兩百人", "quantity")
+    assert has_type("On October 10, a press conference was held", "date")
+    assert has_type("在10月10日舉行", "date")
+    assert not has_type("in the 2023 forum", "date")
+    assert not has_type("a mechanism of communication", "quantity")

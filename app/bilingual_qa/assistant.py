@@ -227,8 +227,9 @@ class Assistant:
     def _conversation_script(self, turns: list[Turn]) -> str:
         """A Chinese question's script when it shows none: the conversation's, else the document's."""
         for turn in reversed(turns):
-            if lang.is_chinese(lang.question_language(turn.question)):
-                return lang.question_language(turn.question, self._default_script)
+            language = lang.question_language(turn.question, self._default_script)
+            if lang.is_chinese(language):
+                return language
         return self._default_script
 
     def _standalone(self, question: str, turns: list[Turn], language: str) -> _Query:
@@ -250,8 +251,10 @@ class Assistant:
         cue = follow_up_cue(question)
         previous = turns[-1].question
         switched = lang.is_chinese(lang.question_language(previous)) != lang.is_chinese(language)
-        if (switched and cue != REFERENCE) or (switched and not is_short(question)):
+        if switched and (cue != REFERENCE or not is_short(question)):
             return alone()
+        if cue == REFERENCE and self._generator is not None:
+            return self._rewritten(question, turns, language)
         merged = condense(question, turns, force=True)
         own, together = self.embedder.embed_queries([question, merged])
         if cue != REFERENCE:
@@ -263,11 +266,14 @@ class Assistant:
             text, retrieval = self._evidence(candidate)
             if self._answerer.confidence(text, language, retrieval) <= on_its_own:
                 return single
-        if self._generator is not None:
-            # An LLM rewrites the follow-up into a real question: searched and weighed as one.
-            rewritten = self._condense(question, turns, force=True)
-            return _Query(question, rewritten, language, self.embedder.embed_queries([rewritten])[0])
+        if self._generator is not None:  # the evidence says it needs the last turn
+            return self._rewritten(question, turns, language)
         return _Query(question, merged, language, together, own)
+
+    def _rewritten(self, question: str, turns: list[Turn], language: str) -> _Query:
+        """The follow-up rewritten by the LLM into a real question: searched and weighed as one."""
+        rewritten = self._condense(question, turns, force=True)
+        return _Query(question, rewritten, language, self.embedder.embed_queries([rewritten])[0])
 
     def _search(self, query: _Query):
         """The one search a question gets: the top_k units and every sentence's score."""
