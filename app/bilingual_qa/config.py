@@ -66,6 +66,15 @@ class Settings:
     threads: int = field(default_factory=_default_threads)
     top_k: int = 4
     max_question_chars: int = 2000
+    # The embedding model reads 512 tokens (e5); a question beyond that is refused, not
+    # silently cut, and longer texts (condensed questions, passages) are embedded in windows.
+    max_question_tokens: int = 512
+    # Earlier turns a follow-up may lean on: only the last ones are read, each cut to size.
+    max_history_turns: int = 20
+    # Memory the web server may spend on uploaded documents (their indexes, shared by
+    # content hash, least recently used evicted first) and how long an idle tab lives.
+    upload_cache_mb: int = 512
+    session_minutes: int = 60
     max_answer_sentences: int = 2
     # The answerer refuses when its confidence that the document answers is below this
     # (0..1). None: the threshold fitted on development data (data/answerer.json).
@@ -88,7 +97,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(str(value)).expanduser())
-        for name in ("threads", "top_k", "max_question_chars", "max_answer_sentences", "batch_size"):
+        for name in (
+            "threads", "top_k", "max_question_chars", "max_question_tokens", "max_history_turns",
+            "upload_cache_mb", "session_minutes", "max_answer_sentences", "batch_size",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting {name} must be at least 1, got {getattr(self, name)}")
         if self.answer_threshold is not None and not 0.0 <= self.answer_threshold <= 1.0:
