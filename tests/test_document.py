@@ -127,3 +127,24 @@ def test_units_cover_every_paragraph_once_and_pair_twins():
     with pytest.raises(KeyError):
         doc.position(f"P{len(doc.paragraphs) + 1}")
     assert replace(doc, paragraphs=doc.paragraphs[:1]).units == ((0,),)  # a twin outside: alone
+
+
+class _CountingText(str):
+    """A str that adds up how many characters indexing and slicing hand out."""
+
+    touched = 0
+
+    def __getitem__(self, key):  # type: ignore[override]
+        item = str.__getitem__(self, key)
+        _CountingText.touched += len(item)
+        return item
+
+
+@pytest.mark.parametrize("unit", ["a. ", "word. ", "U.S.A. ", "No. 3.5 "])
+def test_split_sentences_reads_each_character_a_bounded_number_of_times(unit):
+    # Linear, not quadratic: a period's abbreviation check may not re-read the text before it.
+    text = _CountingText((unit * 4000)[:12000])
+    _CountingText.touched = 0
+    sentences = split_sentences(text)
+    assert sentences and _CountingText.touched <= 40 * len(text)
+    assert all(str.__getitem__(text, slice(s.start, s.end)) == s.text for s in sentences)
