@@ -41,6 +41,49 @@ class FakeEmbedder:
         return np.stack([self._vector(t) for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
 
+class RecordingEmbedder:
+    """The fake embedder's vectors through the real plumbing (windows, batches, turns), recorded.
+
+    A token is a lexical token (a word, a Han character) plus two for the prefix and specials,
+    so budgets can be checked in tests without the model. ``batches`` holds every forward
+    pass: (is_query, texts, tokens per text).
+    """
+
+    def __new__(cls, window_tokens: int = 64, batch_tokens: int = 64):
+        from bilingual_qa.embedding import _CachingEmbedder
+
+        fake = FakeEmbedder()
+
+        class _Recording(_CachingEmbedder):
+            model_id = "fake-recording-384"
+            dimension = 384
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.window_tokens, self.batch_tokens = window_tokens, batch_tokens
+                self.batches: list[tuple[bool, list[str], list[int]]] = []
+                self.busy_inside: list[bool] = []
+
+            def token_counts(self, texts, is_query=False):
+                return [len(lang.lexical_tokens(t)) + 2 for t in texts]
+
+            def _forward(self, texts, is_query):
+                self.busy_inside.append(self.model_turns.busy)
+                self.batches.append((is_query, list(texts), self.token_counts(texts, is_query)))
+                return np.stack([fake._vector(t) for t in texts])
+
+            @property
+            def embedded(self) -> list[str]:
+                return [t for _, texts, _ in self.batches for t in texts]
+
+        return _Recording()
+
+
+@pytest.fixture
+def recording_embedder():
+    return RecordingEmbedder()
+
+
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()

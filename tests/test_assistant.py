@@ -31,6 +31,33 @@ def test_question_at_the_limit_is_accepted(fake_assistant):
     assert fake_assistant.ask("重慶" * 1000).language == "zh-Hant"
 
 
+@pytest.fixture
+def recording_assistant(settings, recording_embedder):
+    """An assistant whose embedder records every forward pass (the document is indexed first)."""
+    bot = Assistant(settings=settings.replace(max_question_tokens=40), embedder=recording_embedder)
+    recording_embedder.batches.clear()
+    return bot
+
+
+def test_a_question_over_the_token_budget_is_refused_before_any_work(recording_assistant):
+    with pytest.raises(QuestionError, match=r"too long: \d+ tokens \(limit 40\)"):
+        recording_assistant.ask(" ".join(["corridor"] * 60))
+    assert recording_assistant.embedder.batches == []
+
+
+def test_a_long_history_is_read_only_at_its_end_and_embedded_within_budget(recording_assistant):
+    # 2,000 turns of which only the last 20 may be read: older ones are not even valid.
+    turns = [42] * 1980 + [(" ".join(["Chongqing corridor trade"] * 600), "answer " * 3000)] * 20
+    answer = recording_assistant.ask("And what about them?", history=turns)
+    assert answer.standalone_question and answer.standalone_question.endswith("And what about them?")
+    limit = recording_assistant.settings.max_question_tokens
+    queries = [(texts, sizes) for is_query, texts, sizes in recording_assistant.embedder.batches if is_query]
+    assert queries and all(n <= limit for _, sizes in queries for n in sizes)
+    assert all(
+        len(t) <= recording_assistant.settings.max_question_chars for texts, _ in queries for t in texts
+    )
+
+
 def test_multiline_question_is_folded(fake_assistant):
     answer = fake_assistant.ask("How many promotional\nevents will Chongqing host?")
     assert answer.question == "How many promotional events will Chongqing host?"

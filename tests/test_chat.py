@@ -119,3 +119,13 @@ def test_a_question_without_a_cue_is_condensed_only_when_the_evidence_asks(
     answer = _asked(bot, question, previous)
     assert (answer.standalone_question is not None) == condensed
     assert asked[0] == question  # the question on its own is judged first
+
+
+def test_only_the_last_turns_are_read_and_each_is_cut_to_size():
+    long = "x" * 5000 + " the end"
+    turns = as_turns(iter([42] * 100 + [(long, long)] * 3), max_turns=3, max_chars=100)
+    assert len(turns) == 3
+    assert all(len(t.question) == len(t.answer) == 100 and t.question.endswith("the end") for t in turns)
+    assert as_turns([("q", None)]) == [Turn("q", "")]
+    with pytest.raises(QuestionError):
+        as_turns([(1, "a")])

@@ -90,3 +90,86 @@ def test_both_engines_give_the_same_answers(real_embedder, st_embedder, tmp_path
         questions = [json.loads(line)["question"] for line in fh if line.strip()]
     same = sum(fast.ask(q).text == reference.ask(q).text for q in questions)
     assert same / len(questions) >= 0.95, f"{same}/{len(questions)} identical answers"
+
+
+# --- budgets: windows, bounded batches, turns on the model ---------------------------------------
+
+
+def test_long_text_is_embedded_as_bounded_windows_covering_it(recording_embedder):
+    text = " ".join(f"word{i}" for i in range(1000)) + " " + "重" * 300
+    vector = recording_embedder.embed_passages([text])
+    assert vector.shape == (1, 384)
+    np.testing.assert_allclose(np.linalg.norm(vector), 1.0, atol=1e-5)
+    assert all(
+        n <= recording_embedder.window_tokens for _, _, sizes in recording_embedder.batches for n in sizes
+    )
+    assert "".join(recording_embedder.embedded) == text  # every character read once, in order
+    # Cut between words: every English piece but the last ends at a space.
+    assert all(piece.endswith(" ") for piece in recording_embedder.embedded[:-1] if piece.isascii())
+
+
+def test_short_texts_are_embedded_whole_and_unchanged(recording_embedder, fake_embedder):
+    texts = ["Chongqing will hold 100 events.", "重慶將舉辦一百場活動。"]
+    np.testing.assert_allclose(recording_embedder.embed_passages(texts), fake_embedder.embed_passages(texts))
+    assert recording_embedder.embedded == texts
+
+
+def test_every_forward_pass_is_within_the_token_budget(recording_embedder):
+    texts = [" ".join(["term"] * n) for n in (3, 10, 30, 61, 5, 200, 1, 40)]
+    recording_embedder.embed_passages(texts)
+    budget = recording_embedder.batch_tokens
+    for _, batch, sizes in recording_embedder.batches:
+        assert sum(sizes) <= budget or len(batch) == 1
+    assert recording_embedder.busy_inside and all(recording_embedder.busy_inside)
+    assert not recording_embedder.model_turns.busy  # released after the last batch
+
+
+def test_a_query_goes_before_the_rest_of_a_build(recording_embedder):
+    import threading
+
+    gate, entered = threading.Event(), threading.Event()
+    forward = recording_embedder._forward
+
+    def slow_forward(texts, is_query):
+        if not is_query:
+            entered.set()
+            assert gate.wait(10)
+        return forward(texts, is_query)
+
+    recording_embedder._forward = slow_forward
+    build = threading.Thread(
+        target=recording_embedder.embed_passages, args=([f"passage {i}" for i in range(200)],)
+    )
+    build.start()
+    assert entered.wait(10)  # the build holds the model for its first batch
+    asked = threading.Thread(target=recording_embedder.embed_queries, args=(["How many events?"],))
+    asked.start()
+    entered.clear()
+    gate.set()
+    asked.join(10)
+    build.join(10)
+    kinds = [is_query for is_query, _, _ in recording_embedder.batches]
+    assert len(kinds) > 3 and kinds.count(True) == 1
+    assert kinds.index(True) == 1  # right after the batch in progress, not after the build
+
+
+def test_clip_keeps_the_end_within_the_budget(recording_embedder):
+    text = " ".join(f"w{i}" for i in range(300)) + " what about Cambodia"
+    clipped = recording_embedder.clip(text, 40)
+    assert clipped.endswith("what about Cambodia") and text.endswith(clipped)
+    assert recording_embedder.token_counts([clipped], True)[0] <= 40
+    assert recording_embedder.clip("short question", 40) == "short question"
+
+
+@pytest.mark.integration
+def test_real_long_passage_is_the_weighted_mean_of_its_windows(real_embedder):
+    text = "Chongqing will expand the corridor with ASEAN partners and new rail routes. " * 60
+    n = real_embedder.token_counts([text])[0]
+    assert n > real_embedder.window_tokens
+    windows = real_embedder._windows(text, n, False)
+    assert len(windows) >= 2 and all(size <= real_embedder.window_tokens for _, size in windows)
+    parts = real_embedder.embed_passages([piece for piece, _ in windows])
+    mean = (parts * np.array([size for _, size in windows], dtype=np.float32)[:, None]).sum(axis=0)
+    np.testing.assert_allclose(
+        real_embedder.embed_passages([text])[0], mean / np.linalg.norm(mean), atol=1e-5
+    )

@@ -150,10 +150,13 @@ class Assistant:
 
         Args:
             question: English or Chinese (Traditional or Simplified), at most
-                ``settings.max_question_chars`` characters.
+                ``settings.max_question_chars`` characters and ``settings.max_question_tokens``
+                tokens of the embedding model.
             history: earlier turns of the conversation, oldest first, as
                 :class:`~bilingual_qa.chat.Turn` objects or (question, answer)
-                pairs; a follow-up is condensed into a standalone question.
+                pairs; a follow-up is condensed into a standalone question. Only the
+                last ``settings.max_history_turns`` are read, each cut to its last
+                ``settings.max_question_chars`` characters.
 
         Returns:
             An :class:`Answer` in the question's language and script, citing
@@ -220,7 +223,8 @@ class Assistant:
     def _prepare(self, question: object, history: Iterable[object] | None) -> _Query:
         """Validate, condense and embed the question."""
         question = self.validate(question)
-        turns = as_turns(history)
+        settings = self.settings
+        turns = as_turns(history, settings.max_history_turns, settings.max_question_chars)
         language = lang.question_language(question, self._conversation_script(turns))
         return self._standalone(question, turns, language)
 
@@ -255,7 +259,7 @@ class Assistant:
             return alone()
         if cue == REFERENCE and self._generator is not None:
             return self._rewritten(question, turns, language)
-        merged = condense(question, turns, force=True)
+        merged = self._fit(condense(question, turns, force=True))
         own, together = self.embedder.embed_queries([question, merged])
         if cue != REFERENCE:
             single = _Query(question, question, language, own)
@@ -272,8 +276,14 @@ class Assistant:
 
     def _rewritten(self, question: str, turns: list[Turn], language: str) -> _Query:
         """The follow-up rewritten by the LLM into a real question: searched and weighed as one."""
-        rewritten = self._condense(question, turns, force=True)
+        rewritten = self._fit(self._condense(question, turns, force=True))
         return _Query(question, rewritten, language, self.embedder.embed_queries([rewritten])[0])
+
+    def _fit(self, standalone: str) -> str:
+        """A condensed question cut to the question budget, keeping its end (the follow-up)."""
+        standalone = standalone[-self.settings.max_question_chars :]
+        clip = getattr(self.embedder, "clip", None)
+        return clip(standalone, self.settings.max_question_tokens) if clip else standalone
 
     def _search(self, query: _Query):
         """The one search a question gets: the top_k units and every sentence's score."""
@@ -344,7 +354,17 @@ class Assistant:
         bad = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS]
         if bad:
             raise QuestionError(f"the question contains a control character (U+{ord(bad[0]):04X})")
-        return " ".join(text.split()) if "\n" in text or "\r" in text else text
+        text = " ".join(text.split()) if "\n" in text or "\r" in text else text
+        # The model reads a bounded window; a question beyond it would be cut, unseen. Counting
+        # tokens is ~1000x cheaper than encoding them, so it is checked before any work.
+        counts = getattr(self.embedder, "token_counts", None)
+        tokens = counts([text], True)[0] if counts else 0
+        if tokens > self.settings.max_question_tokens:
+            raise QuestionError(
+                f"the question is too long: {tokens} tokens (limit {self.settings.max_question_tokens});"
+                " ask about one thing at a time"
+            )
+        return text
 
 
 @dataclass(frozen=True)

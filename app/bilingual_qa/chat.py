@@ -15,6 +15,7 @@ does not drag the last turn along.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from . import language as lang
 from .errors import QuestionError
 
 MAX_TURNS = 20
+#: An earlier question or answer is read up to this many characters (its end).
+MAX_TURN_CHARS = 2000
 
 # A question pointing back at the conversation: a pronoun or demonstrative, "and…",
 # "the second one", "那…呢", 这/該/其/他…
@@ -50,23 +53,41 @@ class Turn:
     answer: str = ""
 
 
-def as_turns(history: Iterable[object] | None) -> list[Turn]:
-    """Normalize a history of Turns, (question, answer) pairs or {"question", "answer"} dicts.
+def as_turns(
+    history: Iterable[object] | None, max_turns: int = MAX_TURNS, max_chars: int = MAX_TURN_CHARS
+) -> list[Turn]:
+    """The last ``max_turns`` of a history of Turns, (question, answer) pairs or {"question", "answer"} dicts.
+
+    Only those turns are read (a longer history costs nothing more), and each question and
+    answer is cut to its last ``max_chars`` characters: what a follow-up needs is the latest.
 
     Raises:
-        QuestionError: an item has another shape.
+        QuestionError: one of those items has another shape.
     """
-    turns: list[Turn] = []
-    for item in history or ():
-        if isinstance(item, Turn):
-            turns.append(item)
-        elif isinstance(item, Mapping) and isinstance(item.get("question"), str):
-            turns.append(Turn(item["question"], str(item.get("answer") or "")))
-        elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2:
-            turns.append(Turn(str(item[0]), str(item[1] or "")))
-        else:
-            raise QuestionError("history items must be (question, answer) pairs or Turn objects")
-    return turns[-MAX_TURNS:]
+    if history is None:
+        return []
+    if isinstance(history, Sequence) and not isinstance(history, str | bytes):
+        recent: Iterable[object] = history[-max_turns:] if max_turns else ()
+    else:
+        recent = deque(history, maxlen=max_turns)
+    return [_turn(item, max_chars) for item in recent]
+
+
+def _turn(item: object, max_chars: int) -> Turn:
+    """One history item as a Turn, each text cut to its last ``max_chars`` characters."""
+    if isinstance(item, Turn):
+        question, answer = item.question, item.answer
+    elif isinstance(item, Mapping) and isinstance(item.get("question"), str):
+        question, answer = item["question"], item.get("answer") or ""
+    elif isinstance(item, Sequence) and not isinstance(item, str | bytes) and len(item) == 2:
+        question, answer = item[0], item[1] or ""
+    else:
+        raise QuestionError("history items must be (question, answer) pairs or Turn objects")
+    if not isinstance(question, str) or not isinstance(answer, str):
+        raise QuestionError("history questions and answers must be text")
+    if len(question) > max_chars or len(answer) > max_chars:
+        return Turn(question[-max_chars:], answer[-max_chars:])
+    return item if isinstance(item, Turn) else Turn(question, answer)
 
 
 def follow_up_cue(question: str) -> str | None:

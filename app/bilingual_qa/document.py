@@ -317,7 +317,7 @@ def _is_sentence_end(text: str, start: int, end: int) -> bool:
     while (
         lo > 0
         and start - lo < _LONGEST_WORD
-        and (text[lo - 1] == "." or text[lo - 1].isascii() and text[lo - 1].isalpha())
+        and (text[lo - 1] == "." or (text[lo - 1].isascii() and text[lo - 1].isalpha()))
     ):
         lo -= 1
     if lo < start:
