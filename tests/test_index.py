@@ -80,7 +80,41 @@ def test_writes_leave_no_temporary_folders(settings, fake_embedder):
     folder = open_index(doc, fake_embedder, settings).path
     _corrupt(folder, "missing-faiss")
     open_index(doc, fake_embedder, settings)
-    assert list(settings.index_dir.iterdir()) == [folder]
+    entries = sorted(settings.index_dir.iterdir())
+    assert [e for e in entries if e.is_dir()] == [folder]
+    assert [e.name for e in entries if not e.is_dir()] == [f".{folder.name}.lock"]  # the builders' lock
+
+
+def test_concurrent_builders_of_one_document_build_once(settings, fake_embedder):
+    import threading
+
+    doc = read_document()
+    started, release = threading.Event(), threading.Event()
+    encode = fake_embedder.embed_passages
+    builds = []
+
+    def slow(texts):
+        builds.append(len(texts))
+        started.set()
+        assert release.wait(10)  # the other builders arrive while this one is encoding
+        return encode(texts)
+
+    fake_embedder.embed_passages = slow
+    results = []
+    workers = [
+        threading.Thread(target=lambda: results.append(open_index(doc, fake_embedder, settings)))
+        for _ in range(3)
+    ]
+    workers[0].start()
+    assert started.wait(10)
+    for w in workers[1:]:
+        w.start()
+    release.set()
+    for w in workers:
+        w.join(20)
+    assert len(results) == 3 and len(builds) == 1, "the waiting builders load the first one's index"
+    assert {r.path for r in results} == {results[0].path}
+    assert all(_hits(r, fake_embedder) == _hits(results[0], fake_embedder) for r in results)
 
 
 def test_unwritable_index_dir_keeps_the_index_in_memory(tmp_path, fake_embedder):

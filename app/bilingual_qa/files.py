@@ -1,11 +1,13 @@
-"""Files: the one atomic writer and the one sha256 helper every module uses."""
+"""Files: the one atomic writer, sha256 helper and cross-process lock every module uses."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -68,3 +70,32 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive flock on ``path`` (a folder, or a lock file created if missing).
+
+    Excludes other processes and other threads alike (each call opens its own descriptor);
+    the kernel releases it if the holder dies. Yields False where locking is unavailable
+    (no flock, a read-only folder): callers must then cope with racing writers themselves.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the atomic rename alone must do
+        yield False
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # a filesystem without locks
+            locked = False
+        yield locked
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

