@@ -96,6 +96,7 @@ def test_both_engines_give_the_same_answers(real_embedder, st_embedder, tmp_path
 
 
 def test_long_text_is_embedded_as_bounded_windows_covering_it(recording_embedder):
+    recording_embedder.max_windows = 100
     text = " ".join(f"word{i}" for i in range(1000)) + " " + "重" * 300
     vector = recording_embedder.embed_passages([text])
     assert vector.shape == (1, 384)
@@ -106,6 +107,14 @@ def test_long_text_is_embedded_as_bounded_windows_covering_it(recording_embedder
     assert "".join(recording_embedder.embedded) == text  # every character read once, in order
     # Cut between words: every English piece but the last ends at a space.
     assert all(piece.endswith(" ") for piece in recording_embedder.embedded[:-1] if piece.isascii())
+
+
+def test_a_very_long_text_costs_at_most_max_windows_spread_over_it(recording_embedder):
+    words = [f"w{i}" for i in range(5000)]
+    recording_embedder.embed_passages([" ".join(words)])
+    pieces = recording_embedder.embedded
+    assert len(pieces) == recording_embedder.max_windows
+    assert pieces[0].startswith("w0 ") and pieces[-1].endswith("w4999")  # its start and its end
 
 
 def test_short_texts_are_embedded_whole_and_unchanged(recording_embedder, fake_embedder):

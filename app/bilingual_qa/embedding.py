@@ -53,6 +53,10 @@ WINDOW_TOKENS = 512
 #: which batching does not raise beyond 4 passages: measured 766 tok/s one at a time, 982
 #: four at a time, 893 at 32).
 BATCH_TOKENS = 512
+#: Windows one text may cost: a longer text is represented by this many windows spread
+#: evenly over it. Its sentences are embedded on their own, so sentence search still covers
+#: all of it; without the cap a 250 KB one-line paragraph took ~170 s of model time.
+MAX_WINDOWS = 8
 
 
 class ModelTurns:
@@ -104,6 +108,7 @@ class _CachingEmbedder:
     dimension: int
     window_tokens: int = WINDOW_TOKENS
     batch_tokens: int = BATCH_TOKENS
+    max_windows: int = MAX_WINDOWS
     max_batch: int = 32
 
     def __init__(self) -> None:
@@ -160,6 +165,9 @@ class _CachingEmbedder:
             if piece.strip():
                 out.append((piece, size))
             pos = cut
+        if len(out) > self.max_windows:
+            last = len(out) - 1
+            out = [out[round(i * last / max(1, self.max_windows - 1))] for i in range(self.max_windows)]
         return out or [(text[:1], 1)]
 
     def clip(self, text: str, tokens: int, is_query: bool = True) -> str:
