@@ -136,7 +136,7 @@ def test_engine_failure_is_a_chat_message_and_logged(chat_page, caplog, monkeypa
     assert "boom" in caplog.text
 
 
-def test_a_streaming_engine_streams_and_its_final_answer_wins(chat_page, fake_assistant):
+def test_a_streaming_engine_streams_and_its_final_answer_wins(chat_page, fake_assistant, monkeypatch):
     final = fake_assistant.ask("How many promotional events will Chongqing host?")
 
     class Streaming:
@@ -146,7 +146,8 @@ def test_a_streaming_engine_streams_and_its_final_answer_wins(chat_page, fake_as
             yield from ("Chongqing will ", "host more than ", "ten events. [P99]")  # [P99]: invented
             yield final
 
-    updates = _drain(chat_page.chat("How many?", Session(assistant=Streaming())))
+    monkeypatch.setattr(chat_page, "assistant", Streaming())
+    updates = _drain(chat_page.chat("How many?", Session()))
     shown = [u[0][-1]["content"] for u in updates[1:-1]]
     assert any(text.startswith("Chongqing will host") for text in shown)
     assert updates[-1][0][-1]["content"] == webpage.answer_markdown(final.text, 0)
@@ -189,7 +190,7 @@ def test_bad_upload_is_explained_and_keeps_the_document(chat_page, tmp_path, nam
     path.write_bytes(content)
     chat, session, _, status, _, examples = chat_page.load_document(str(path), Session())
     assert examples["visible"] is True
-    assert session.assistant is None and "(default)" in status.replace("\\", "")
+    assert session.upload is None and "(default)" in status.replace("\\", "")
     text = chat[-1]["content"].replace("\\", "")
     assert f"Cannot load {name}" in text and message in text
     assert str(tmp_path) not in text  # no server paths in messages
@@ -206,19 +207,231 @@ def test_upload_is_indexed_for_this_session_with_the_shared_model(chat_page, tmp
         str(path), Session(), progress=lambda done, desc=None: shown.append((done, desc))
     )
     assert examples["visible"] is False  # the examples are about the default document
-    assert session.assistant.embedder is chat_page.assistant.embedder  # one model for all
+    engine = chat_page.uploads.get(session.upload.sha256)  # the tab holds a key, the cache the engine
+    assert engine.embedder is chat_page.assistant.embedder  # one model for all
     assert shown[0][0] == pytest.approx(0.05) and shown[-1][0] > 0.9 and "fruit.md" in shown[-1][1]
     assert [d for d, _ in shown] == sorted(d for d, _ in shown)
     assert not path.exists()
     assert "fruit.md" in status.replace("\\", "") and "Shaanxi" in table
     assert "Loaded **fruit\\.md**" in chat[-1]["content"]
     # The uploaded document's index lives in the page's private folder, not the shared index folder.
-    assert session.assistant.settings.index_dir != chat_page.assistant.settings.index_dir
+    assert engine.settings.index_dir != chat_page.assistant.settings.index_dir
     answer = _drain(chat_page.chat("Where do apples grow?", session))[-1][2].entries[-1].answer
-    uploaded = {p.text for p in session.assistant.paragraphs}
+    uploaded = {p.text for p in engine.paragraphs}
     assert answer.answered and {c.text for c in answer.citations} <= uploaded and "Apples" in answer.text
     chat, back, *_ = chat_page.use_default(session)
-    assert back.assistant is None and "default document" in chat[-1]["content"]
+    assert back.upload is None and "default document" in chat[-1]["content"]
+
+
+# --- uploads: shared by content, a memory budget, busy indexing slots ------------------------------
+
+FRUIT = {
+    "apples": ["Apples grow on trees in Shaanxi.", "蘋果長在陝西的樹上。"],
+    "tea": ["Oolong tea is grown on the hills of Alishan.", "烏龍茶種植在阿里山的山坡上。"],
+    "rice": ["Rice is planted in the wet fields of Hunan.", "稻米種植在湖南潮濕的田裡。"],
+}
+
+
+class CountingEmbedder(FakeEmbedder):
+    """The fake embedder, counting passage encodings (index builds); ``gate`` holds them until set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passage_calls = 0
+        self.building: set[int] = set()  # threads that have started encoding passages
+        self.gate: threading.Event | None = None
+        self._lock = threading.Lock()
+
+    def embed_passages(self, texts):
+        with self._lock:
+            self.passage_calls += 1
+            self.building.add(threading.get_ident())
+        if self.gate is not None:
+            assert self.gate.wait(60), "the test never released the gate"
+        return super().embed_passages(texts)
+
+
+@pytest.fixture
+def counting_page(settings):
+    """A page factory over a counting embedder: (page, embedder)."""
+    from bilingual_qa.web import ChatPage
+
+    def make(cache_bytes=None, gate=None):
+        embedder = CountingEmbedder()
+        assistant = Assistant(settings=settings, embedder=embedder)  # builds the default index first
+        embedder.gate, embedder.building = gate, set()  # then uploads' builds may be held
+        page = ChatPage(assistant, stream_delay=0, max_upload_bytes=4096, cache_bytes=cache_bytes)
+        return page, embedder
+
+    return make
+
+
+def _fruit_file(folder: Path, topic: str, name: str | None = None) -> Path:
+    english, chinese = FRUIT[topic]
+    path = folder / (name or f"{topic}.md")
+    path.write_text(
+        f"# {topic.title()}\n\n{english}\n\n{chinese}\n\nThis line has no translation.\n", "utf-8"
+    )
+    return path
+
+
+def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _last_reply(session_or_updates) -> str:
+    return session_or_updates[0][-1]["content"].replace("\\", "")
+
+
+def test_the_same_upload_from_two_tabs_is_indexed_once_and_shared(counting_page, tmp_path):
+    page, embedder = counting_page()
+    first = page.load_document(str(_fruit_file(tmp_path, "apples", "apples.md")), Session())[1]
+    built = embedder.passage_calls
+    # Another tab, the same bytes under another name: no encoding, the same engine.
+    chat, second, _, status, *_ = page.load_document(
+        str(_fruit_file(tmp_path, "apples", "mine.txt")), Session(ui="zh-Hans")
+    )
+    assert embedder.passage_calls == built
+    assert page.uploads.opened == 1 and len(page.uploads) == 1
+    assert first.upload.sha256 == second.upload.sha256
+    # Each tab shows the name it uploaded; neither holds the engine, the cache does.
+    assert second.upload.name == "mine.txt" and "mine.txt" in status.replace("\\", "")
+    assert "mine.txt" in chat[-1]["content"].replace("\\", "")
+    assert not any(isinstance(value, Assistant) for value in vars(second).values())
+    for session in (first, second):
+        answer = _drain(page.chat("Where do apples grow?", session))[-1][2].entries[-1].answer
+        assert "Shaanxi" in answer.text
+    assert embedder.passage_calls == built  # answering encodes questions only
+
+
+def test_the_cache_evicts_least_recently_used_uploads_over_its_budget(counting_page, tmp_path):
+    from bilingual_qa.web import upload_bytes
+
+    page, _ = counting_page()
+    tabs = {}
+    for topic in ("apples", "tea"):
+        tabs[topic] = page.load_document(str(_fruit_file(tmp_path, topic)), Session())[1]
+    sizes = {t: upload_bytes(page.uploads.get(s.upload.sha256)) for t, s in tabs.items()}
+    assert page.uploads.used == sum(sizes.values()) and min(sizes.values()) > 0
+    page.uploads.budget = sum(sizes.values()) + min(sizes.values()) // 2  # two fit, three do not
+    _drain(page.chat("Where do apples grow?", tabs["apples"]))  # apples: now the most recently used
+    tabs["rice"] = page.load_document(str(_fruit_file(tmp_path, "rice")), Session())[1]
+    held = {topic for topic, session in tabs.items() if session.upload.sha256 in page.uploads}
+    assert held == {"apples", "rice"} and page.uploads.evicted == 1
+    assert page.uploads.used <= page.uploads.budget
+
+
+def test_an_evicted_upload_is_reopened_from_its_saved_index_without_encoding(counting_page, tmp_path):
+    page, embedder = counting_page(cache_bytes=1)  # holds only the newest upload
+    apples = page.load_document(str(_fruit_file(tmp_path, "apples")), Session())[1]
+    tea = page.load_document(str(_fruit_file(tmp_path, "tea")), Session())[1]
+    assert apples.upload.sha256 not in page.uploads and tea.upload.sha256 in page.uploads
+    built = embedder.passage_calls
+    last = _drain(page.chat("Where do apples grow?", apples))[-1]
+    assert "Shaanxi" in last[2].entries[-1].answer.text
+    assert 'class="bqa-card"' in last[3]  # with its source cards
+    assert embedder.passage_calls == built  # reopened: nothing encoded again
+    assert apples.upload.sha256 in page.uploads and tea.upload.sha256 not in page.uploads
+    # Relabelling an evicted tab reopens its document too, for the Document tab.
+    from bilingual_qa.web import Controls
+
+    by_name = dict(zip(Controls.LABELLED, page.labels("zh-Hant", apples), strict=True))
+    assert "Shaanxi" in by_name["document"] and "apples.md" in by_name["status"].replace("\\", "")
+    assert embedder.passage_calls == built
+
+
+@pytest.mark.parametrize("lost", ["file", "index"])
+def test_an_evicted_upload_that_is_gone_asks_the_tab_to_upload_again(counting_page, tmp_path, lost):
+    import shutil
+
+    page, embedder = counting_page(cache_bytes=1)
+    apples = page.load_document(str(_fruit_file(tmp_path, "apples")), Session())[1]
+    page.load_document(str(_fruit_file(tmp_path, "tea")), Session())  # evicts apples
+    if lost == "file":
+        shutil.rmtree(page._stored(apples.upload.sha256).parent)
+    else:  # its saved index: reopening would have to encode the document, which it must not
+        shutil.rmtree(page._upload_settings.index_dir)
+    built = embedder.passage_calls
+    last = _drain(page.chat("Where do apples grow?", apples))[-1]
+    assert "apples.md is no longer kept on the server. Load the file again" in _last_reply(last)
+    assert embedder.passage_calls == built
+    *_, status, document, _ = page._document_outputs(apples)
+    assert "apples.md" in status.replace("\\", "") and "no longer kept on the server" in document
+    # Uploading it again works: indexed again (in an indexing slot) only if its index was lost.
+    again = page.load_document(str(_fruit_file(tmp_path, "apples")), apples)[1]
+    assert (embedder.passage_calls > built) == (lost == "index")
+    assert "Shaanxi" in _drain(page.chat("Where do apples grow?", again))[-1][2].entries[-1].answer.text
+
+
+def test_concurrent_uploads_of_the_same_file_build_once(counting_page, tmp_path):
+    gate = threading.Event()
+    page, embedder = counting_page(gate=gate)
+    start = embedder.passage_calls
+    first, second = _fruit_file(tmp_path, "tea", "a.md"), _fruit_file(tmp_path, "tea", "b.md")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one = pool.submit(page.load_document, str(first), Session())
+        _wait_for(lambda: embedder.building, "the first upload to start encoding")
+        two = pool.submit(page.load_document, str(second), Session())
+        _wait_for(lambda: page.uploads.waited == 1, "the second upload to wait for the first")
+        gate.set()
+        sessions = [one.result(timeout=60)[1], two.result(timeout=60)[1]]
+    assert len(embedder.building) == 1 and page.uploads.opened == 1
+    assert sessions[0].upload.sha256 == sessions[1].upload.sha256
+    assert [s.upload.name for s in sessions] == ["a.md", "b.md"]
+    concurrent = embedder.passage_calls - start
+    # One build is this many encodings: the same upload on a fresh page (its own upload folder).
+    from bilingual_qa.web import ChatPage
+
+    alone = ChatPage(page.assistant, max_upload_bytes=4096)
+    before = embedder.passage_calls
+    alone.load_document(str(_fruit_file(tmp_path, "tea", "c.md")), Session())
+    assert concurrent == embedder.passage_calls - before > 0
+
+
+def test_an_upload_while_both_indexing_slots_are_taken_is_told_the_server_is_busy(counting_page, tmp_path):
+    from bilingual_qa.web import INDEXING_SLOTS
+
+    gate = threading.Event()
+    page, embedder = counting_page(gate=gate)
+    assert INDEXING_SLOTS == 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        busy = [
+            pool.submit(page.load_document, str(_fruit_file(tmp_path, t)), Session())
+            for t in ("apples", "tea")
+        ]
+        _wait_for(lambda: len(embedder.building) == 2, "two uploads to be indexing")
+        rice = _fruit_file(tmp_path, "rice")
+        started = time.perf_counter()
+        chat, session, *_ = page.load_document(str(rice), Session(ui="zh-Hant"))
+        assert time.perf_counter() - started < 2.0  # answered at once, not queued
+        assert "目前無法載入 rice.md：伺服器正忙著為其他文件建立索引" in chat[-1]["content"].replace("\\", "")
+        assert session.upload is None and not rice.exists()
+        english = page.load_document(str(_fruit_file(tmp_path, "rice")), Session())[0]
+        assert (
+            "the server is busy indexing other documents. Please try again shortly" in english[-1]["content"]
+        )
+        gate.set()
+        assert all(f.result(timeout=60)[1].upload is not None for f in busy)
+    # The slots are free again: the same upload now loads.
+    session = page.load_document(str(_fruit_file(tmp_path, "rice")), Session())[1]
+    assert session.upload is not None and session.upload.name == "rice.md"
+
+
+def test_history_is_refused_when_too_long_or_nested_too_deeply(chat_page):
+    from bilingual_qa.errors import QuestionError
+    from bilingual_qa.web import _parse_history, history_limit
+
+    limit = history_limit(chat_page.assistant.settings)
+    assert chat_page.history_limit == limit == 20 * (2 * 2000 + 4000)
+    fits = json.dumps([["q", "a" * 1000]] * 20)
+    assert len(_parse_history(fits, limit)) == 20
+    with pytest.raises(QuestionError, match=f"history is too long: {limit + 1} characters"):
+        _parse_history("[" + " " * (limit - 1) + "]", limit)  # refused before it is parsed
+    with pytest.raises(QuestionError, match="nested too deeply"):
+        _parse_history("[" * 5000 + "]" * 5000, limit)
 
 
 # --- CLI and module boundaries ---------------------------------------------------------------
@@ -332,9 +545,14 @@ def test_ask_endpoint_follow_up_with_history(client):
         ("What about it?", "not json", "history is not valid JSON"),
         ("What about it?", '{"a": 1}', "history must be a JSON list"),
         ("What about it?", "[42]", "history items must be"),
+        ("What about it?", json.dumps([["x" * 170_000, ""]]), "history is too long"),
+        ("What about it?", "[" * 5000 + "]" * 5000, "history is nested too deeply"),
     ],
-    ids=["too-long", "empty", "history-not-json", "history-not-list", "history-bad-item"],
-)
+    ids=[
+        "too-long", "empty", "history-not-json", "history-not-list", "history-bad-item",
+        "history-too-long", "history-too-deep",
+    ],
+)  # fmt: skip
 def test_ask_endpoint_errors_are_clear(client, question, history, message):
     from gradio_client.exceptions import AppError
 
@@ -360,6 +578,85 @@ def test_upload_is_per_session_and_a_bad_one_is_explained(client, fake_server, t
     assert "Shaanxi" in mine[0][-1]["content"][0]["text"]
     assert "Shaanxi" not in theirs[0][-1]["content"][0]["text"]  # another tab keeps the default document
     assert len(theirs[0]) == 2  # and sees none of this tab's conversation
+    # A third tab uploading the same bytes shares the engine the first one built.
+    uploads = fake_server.app.bilingual_qa_page.uploads
+    opened = uploads.opened
+    third = Client(fake_server.url, verbose=False)
+    third.predict(handle_file(str(good)), api_name="/load_document")
+    assert uploads.opened == opened
+    assert "Shaanxi" in third.predict("Where do apples grow?", api_name="/chat")[0][-1]["content"][0]["text"]
+
+
+def _raw_post(url: str, path: str, headers: dict[str, str], chunks=()) -> tuple[int, bytes]:
+    """POST over a plain socket (so nothing fixes the headers up): the status code and the response."""
+    host, port = url.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    response = b""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+            while data := sock.recv(65536):  # the server closes the connection after a 413
+                response += data
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return int(response.split(b" ", 2)[1]), response
+
+
+def _chunked(total: int, size: int = 64 * 1024):
+    """A chunked body of ``total`` bytes, without its final empty chunk (the server cuts it first)."""
+    yield b'b\r\n{"data": ["\r\n'
+    for _ in range(total // size + 1):
+        yield f"{size:x}\r\n".encode() + b"x" * size + b"\r\n"
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/run/ask", "/gradio_api/queue/join", "/gradio_api/upload"])
+def test_an_oversized_declared_body_is_refused_unread(fake_server, path):
+    from bilingual_qa.web import MAX_REQUEST_BYTES
+
+    headers = {"Content-Type": "application/json", "Content-Length": str(50 * 2**20)}
+    status, response = _raw_post(fake_server.url, path, headers)  # and no body at all: never read
+    assert status == 413 and b"request body too large" in response
+    limit = 4 * 4096 + 64 * 1024 if path.endswith("upload") else MAX_REQUEST_BYTES
+    assert f"limit {limit} bytes".encode() in response
+    # Just over the limit is refused too; the upload route's limit is its own.
+    assert _raw_post(fake_server.url, path, {**headers, "Content-Length": str(limit + 1)})[0] == 413
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/run/ask", "/gradio_api/queue/join"])
+def test_a_chunked_body_is_cut_at_the_limit(fake_server, path):
+    from bilingual_qa.web import MAX_REQUEST_BYTES
+
+    headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    status, response = _raw_post(fake_server.url, path, headers, _chunked(MAX_REQUEST_BYTES + 1))
+    assert status == 413 and b"request body too large" in response
+    # A small chunked body still goes through to Gradio (which says what it thinks of it).
+    small = [b"2\r\n{}\r\n", b"0\r\n\r\n"]
+    assert _raw_post(fake_server.url, path, {**headers, "Connection": "close"}, small)[0] != 413
+
+
+def test_the_body_limit_comes_before_the_password(fake_assistant):
+    running, _ = _start(fake_assistant, stream_delay=0, auth=("ann", "s3cret"))
+    try:
+        big = {"Content-Type": "application/json", "Content-Length": str(50 * 2**20)}
+        assert _raw_post(running.url, "/gradio_api/queue/join", big)[0] == 413
+        small = {"Content-Type": "application/json", "Content-Length": "2", "Connection": "close"}
+        assert _raw_post(running.url, "/gradio_api/queue/join", small, [b"{}"])[0] == 401
+    finally:
+        running.close()
+
+
+def test_sessions_expire_and_uploads_do_not_queue(fake_server):
+    import gradio as gr
+
+    app = fake_server.app
+    minutes = app.bilingual_qa_page.assistant.settings.session_minutes
+    states = [block for block in app.blocks.values() if isinstance(block, gr.State)]
+    assert [state.time_to_live for state in states] == [minutes * 60]
+    upload = next(fn for fn in app.fns.values() if fn.api_name == "load_document")
+    assert upload.concurrency_limit is None  # the handler answers "busy" itself, at once
 
 
 def test_server_survives_a_failing_engine(client, fake_server, monkeypatch):

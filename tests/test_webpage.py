@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 
@@ -106,12 +107,12 @@ def test_document_table_shows_every_paragraph_once_english_left(fake_assistant):
 def test_source_card_puts_the_quote_beside_its_translation(fake_assistant):
     answer = fake_assistant.ask("用好新加坡、緬甸等沿線國家駐華使領館資源")
     citation = answer.citations[0]
-    card = webpage.source_card(citation, fake_assistant.document, 2, "zh-Hant")
+    twin = fake_assistant.document.paragraph(citation.twin_id) if citation.twin_id else None
+    card = webpage.source_card(citation, twin, 2, "zh-Hant")
     assert f'id="src-2-{citation.paragraph_id}"' in card
     assert card.count("<mark>") == len(citation.spans) >= 1
     assert "已引用" in card
-    if citation.twin_id:
-        twin = fake_assistant.document.paragraph(citation.twin_id)
+    if twin is not None:
         assert webpage.html_escape(twin.text) in card
         # English on the left, Chinese on the right, whichever was quoted.
         assert card.index('lang="en"') < card.index('lang="zh-')
@@ -122,7 +123,7 @@ def test_session_history_and_shown_exchange(fake_assistant):
     session = (
         Session()
         .add(Notice(Message("default_loaded")))
-        .add(Exchange("q1", answer=answer, document=fake_assistant.document))
+        .add(Exchange("q1", answer=answer, twins=webpage.cited_twins(answer, fake_assistant.document)))
         .add(Exchange("bad", error=Message("engine_failed")))
     )
     assert session.history() == [("q1", answer.text)]
@@ -131,3 +132,45 @@ def test_session_history_and_shown_exchange(fake_assistant):
     assert [m["role"] for m in messages] == ["assistant", "user", "assistant", "user", "assistant"]
     assert owners == [0, 1, 1, 2, 2]
     assert messages[-1]["content"].startswith("⚠️")
+
+
+def test_an_upload_is_shown_from_its_key(fake_assistant):
+    document = fake_assistant.document
+    upload = webpage.Upload.of(document, XSS + ".md")
+    assert upload.sha256 == document.sha256 and upload.stats() == webpage.document_stats(document)
+    # The status line and the loaded notice need only the key (the engine may be evicted).
+    assert webpage.document_status(upload, False, "en") == webpage.document_status(
+        document, False, "en"
+    ).replace(webpage.md_escape(document.name), webpage.md_escape(upload.name))
+    assert "<img" not in webpage.document_status(upload, False, "en")
+    assert webpage.loaded_message(upload).params["name"] == upload.name
+    gone = webpage.missing_document_html(upload, "zh-Hans")
+    assert "<img" not in gone and "服务器上已不再保留" in gone
+
+
+def test_an_answer_keeps_only_its_cited_translations(fake_assistant):
+    document = fake_assistant.document
+    # An answer citing a paragraph that has an aligned translation (the fake embedder aligns few).
+    cited = next(p for p in document.paragraphs if p.twin_id)
+    answer = fake_assistant.ask("How many promotional events will Chongqing host?")
+    citation = dataclasses.replace(
+        answer.citations[0], paragraph_id=cited.id, language=cited.language, text=cited.text,
+        twin_id=cited.twin_id, spans=((0, 3),), twin_spans=(),
+    )  # fmt: skip
+    answer = dataclasses.replace(answer, citations=(citation,))
+    twins = webpage.cited_twins(answer, document)
+    assert {t.id for t in twins} == {c.twin_id for c in answer.citations if c.twin_id}
+    exchange = Exchange("q", answer=answer, twins=twins)
+    assert not any(value is document for value in vars(exchange).values())  # no document held
+    html = webpage.sources_html(Session().add(exchange), "en")
+    for twin in twins:
+        assert webpage.html_escape(twin.text) in html  # shown beside the quote, from the exchange
+    bare = webpage.sources_html(Session().add(Exchange("q", answer=answer)), "en")
+    assert "No aligned translation in the document." in bare
+
+
+@pytest.mark.parametrize("key", ["upload_busy", "upload_gone"])
+def test_busy_and_gone_messages_name_the_file_in_every_language(key):
+    for ui in webpage.UI_LANGUAGES:
+        text = Message(key, {"name": "notes_v2.md"}).markdown(ui)
+        assert "notes\\_v2\\.md" in text, (ui, text)

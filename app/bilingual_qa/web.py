@@ -14,8 +14,15 @@ and the CLI stay light); what the page shows is rendered, and escaped, by
 Concurrency: one Assistant (and one embedding model) per process, shared by every
 request; :meth:`Assistant.ask` is safe to call from many threads and the embedder
 serializes its forward passes. Each browser tab has its own :class:`Session` in a
-``gr.State``: its conversation and, after an upload, its own Assistant, which
-shares the model.
+``gr.State`` (dropped after ``settings.session_minutes`` idle): its conversation and,
+after an upload, the upload's key. Uploaded documents live in one :class:`UploadCache`
+per page, shared by content hash and bounded by ``settings.upload_cache_mb``; their
+engines share the model. Indexing runs :data:`INDEXING_SLOTS` at a time and a further
+upload is told at once that the server is busy.
+
+Limits at the HTTP layer: :class:`BodyLimit` refuses request bodies over
+:data:`MAX_REQUEST_BYTES` (file uploads: their own, larger limit) with 413 before anything
+reads them, whoever sends them (it runs before the password check).
 """
 
 from __future__ import annotations
@@ -24,26 +31,33 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
+import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import language as lang
 from . import webpage as page
-from .config import DEFAULT_HOST, DEFAULT_PORT
+from .config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from .document import SUFFIXES
 from .errors import BilingualQAError, ConfigError, QuestionError
+from .files import atomic_write, sha256_bytes
 from .gradio_import import import_gradio
-from .webpage import Exchange, Message, Notice, Session
+from .webpage import Exchange, Message, Notice, Session, Upload
 
 if TYPE_CHECKING:
     import gradio as gr
 
     from .assistant import Assistant
+    from .embedding import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +74,20 @@ STREAM_STEPS = 24
 #: milliseconds of CPU and the model encodes one batch at a time, so this bounds threads,
 #: not throughput.
 ASK_CONCURRENCY = 16
+#: Uploads indexed at once (embedding every passage is the heavy job, whoever asks). A further
+#: upload that needs indexing is told at once that the server is busy, not queued silently.
+INDEXING_SLOTS = 2
+#: Largest request body for anything but a file upload. /ask and the queue carry a question
+#: (2,000 characters by default) and a history (history_limit: 160,000 characters by default,
+#: under 0.5 MB as UTF-8); nothing else the page sends comes near.
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Gradio's file upload route, whose bodies get the upload limit instead (see start()).
+UPLOAD_ROUTE = "/gradio_api/upload"
+#: Room for a multipart body's framing (boundary, part headers) around the uploaded file.
+MULTIPART_OVERHEAD = 64 * 1024
+#: Characters an answer may take in /ask's history, for its size limit: an extractive answer
+#: quotes at most a few sentences, an LLM answer is cut at llm_max_tokens (400 by default).
+HISTORY_ANSWER_CHARS = 4000
 
 _ASSETS = Path(__file__).resolve().parent / "web_assets"
 
@@ -105,6 +133,8 @@ class ChatPage:
         assistant: the process-wide Assistant (default document, loaded model).
         max_upload_bytes: the largest document a tab may upload.
         stream_delay: seconds between streamed answer chunks (0 streams without pausing).
+        cache_bytes: memory budget of the uploaded documents' cache; by default
+            ``settings.upload_cache_mb`` MiB of the assistant's settings.
     """
 
     def __init__(
@@ -113,23 +143,55 @@ class ChatPage:
         *,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         stream_delay: float = STREAM_DELAY,
+        cache_bytes: int | None = None,
     ) -> None:
         self.assistant = assistant
         self.max_upload_bytes = max_upload_bytes
         self.stream_delay = stream_delay
-        # Uploaded documents are indexed in a private folder removed with the page, so
-        # strangers' documents neither pile up in nor mix with the index folder.
+        settings = assistant.settings
+        # Uploaded files and their indexes live in a private folder removed with the page, so
+        # strangers' documents neither pile up in nor mix with the index folder. The file is
+        # kept (files/<sha256>/) so that an engine evicted from the cache can be reopened from
+        # its saved index without embedding anything.
         upload_dir = Path(tempfile.mkdtemp(prefix="bilingual-qa-uploads-"))
-        self._upload_settings = assistant.settings.replace(index_dir=upload_dir)
+        self._files = upload_dir / "files"
+        self._upload_settings = settings.replace(index_dir=upload_dir / "index")
         weakref.finalize(self, shutil.rmtree, upload_dir, True)
+        self.uploads = UploadCache(settings.upload_cache_mb * 2**20 if cache_bytes is None else cache_bytes)
+        self._indexing = threading.BoundedSemaphore(INDEXING_SLOTS)
+        self.history_limit = history_limit(settings)
 
     # --- rendering helpers ------------------------------------------------------------------
 
     def _chat(self, session: Session, ui: str, partial: str | None = None) -> list[dict[str, str]]:
         return page.chat_messages(session, ui, partial)[0]
 
-    def _document(self, session: Session) -> tuple[Any, bool]:
-        return page.session_document(session, self.assistant)
+    def _engine(self, session: Session) -> Assistant:
+        """The tab's engine: the default one, or its upload's from the cache (reopened if evicted).
+
+        Raises:
+            _UploadGone: the upload cannot be reopened (its file or saved index is gone).
+        """
+        upload = session.upload
+        if upload is None:
+            return self.assistant
+        try:
+            return self.uploads.get_or_open(upload.sha256, lambda: self._reopen(upload.sha256))
+        except _Busy:  # met an upload of the same file waiting for an indexing slot
+            raise _UploadGone from None
+
+    def _document_view(self, session: Session) -> tuple[str, str]:
+        """The tab's document status line (Markdown) and Document tab (HTML)."""
+        ui = session.ui
+        if session.upload is None:
+            document = self.assistant.document
+            return page.document_status(document, True, ui), page.document_html(document, ui)
+        status = page.document_status(session.upload, False, ui)
+        try:
+            document = self._engine(session).document
+        except _UploadGone:
+            return status, page.missing_document_html(session.upload, ui)
+        return status, page.document_html(document, ui)
 
     def labels(self, ui: str, session: Session) -> list[Any]:
         """Switch the tab to UI language ``ui``: updates for :meth:`Controls.labelled`.
@@ -142,12 +204,13 @@ class ChatPage:
         ui = ui if ui in page.UI_LANGUAGES else page.ui_language(ui)
         session = replace(session, ui=ui)
         text = page.strings(ui)
-        document, is_default = self._document(session)
+        status, document = self._document_view(session)
+        is_default = session.upload is None
         updates = {
             "session": session,
             "ui": gr.update(value=ui, label=text["ui_language"]),
             "title": _title(text),
-            "status": page.document_status(document, is_default, ui),
+            "status": status,
             "chat_tab": gr.update(label=text["tab_chat"]),
             "document_tab": gr.update(label=text["tab_document"]),
             "chatbot": gr.update(
@@ -161,7 +224,7 @@ class ChatPage:
             "new_chat": gr.update(value=text["new_chat"]),
             "ask_new": gr.update(value=text["ask_new"], visible=_merged(session) is not None),
             "sources": page.sources_html(session, ui),
-            "document": page.document_html(document, ui),
+            "document": document,
         }
         return [updates[name] for name in Controls.LABELLED]
 
@@ -196,7 +259,7 @@ class ChatPage:
         shown = ""
         exchange = None
         history = [] if on_its_own else session.history()
-        async for item in self._produce(session.assistant or self.assistant, question, history):
+        async for item in self._produce(session, question, history):
             if isinstance(item, Exchange):
                 exchange = item
                 break
@@ -211,12 +274,13 @@ class ChatPage:
         yield self._chat(done, ui), "", done, sources
 
     async def _produce(
-        self, assistant: Assistant, question: str, history: list[tuple[str, str]]
+        self, session: Session, question: str, history: list[tuple[str, str]]
     ) -> AsyncIterator[str | Exchange]:
         """The engine's answer as text as it comes (coalesced), then the finished :class:`Exchange`.
 
         The engine runs in a worker thread so that the server keeps serving others; its
-        ``ask_stream`` gives text chunks, then the Answer.
+        ``ask_stream`` gives text chunks, then the Answer. The tab's engine is found there
+        too, since an evicted upload is reopened from disk first.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | Exchange] = asyncio.Queue()
@@ -225,6 +289,12 @@ class ChatPage:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def work() -> None:
+            try:
+                assistant = self._engine(session)
+            except _UploadGone:
+                name = session.upload.name if session.upload else ""
+                put(Exchange(question, error=Message("upload_gone", {"name": name})))
+                return
             put(self._answer(assistant, question, history, on_text=put))
 
         worker = loop.run_in_executor(None, work)
@@ -265,7 +335,7 @@ class ChatPage:
         if answer is None:
             log.error("the engine's stream ended without an answer")
             return Exchange(question, error=Message("engine_failed"))
-        return Exchange(question, answer=answer, document=assistant.document)
+        return Exchange(question, answer=answer, twins=page.cited_twins(answer, assistant.document))
 
     async def ask_as_new(self, session: Session) -> AsyncIterator[tuple[Any, ...]]:
         """Ask the latest question again, on its own, when it had been taken as a follow-up."""
@@ -289,7 +359,7 @@ class ChatPage:
 
     def new_chat(self, session: Session) -> tuple[Any, ...]:
         """Forget the conversation; the tab keeps its document and language."""
-        fresh = Session(assistant=session.assistant, ui=session.ui)
+        fresh = Session(upload=session.upload, ui=session.ui)
         return self._chat(fresh, fresh.ui), fresh, page.sources_html(fresh, fresh.ui)
 
     def show_sources(self, session: Session, event: gr.SelectData) -> tuple[Any, ...]:
@@ -308,7 +378,11 @@ class ChatPage:
     def load_document(
         self, path: str | None, session: Session, progress: gr.Progress | None = None
     ) -> tuple[Any, ...]:
-        """Index an uploaded .txt/.md file and use it in this tab only.
+        """Index an uploaded .txt/.md file and use it in this tab.
+
+        The same bytes uploaded by several tabs are indexed once and shared (by sha256);
+        while both indexing slots are taken, an upload that needs indexing is answered at
+        once with a "busy" message.
 
         Args:
             path: the uploaded file (Gradio's temporary copy), or None.
@@ -325,45 +399,113 @@ class ChatPage:
         try:
             outcome = self._index_upload(Path(path), session.ui, progress)
         finally:
-            # The text is in memory now; Gradio would keep serving the file from its cache.
+            # The bytes are in the page's private folder now; Gradio would keep serving its copy.
             Path(path).unlink(missing_ok=True)
         if isinstance(outcome, Message):
             return self._document_outputs(session.add(Notice(outcome)))
         # A new document starts a new conversation: earlier answers cite another text.
-        fresh = Session(assistant=outcome, ui=session.ui).add(Notice(page.loaded_message(outcome.document)))
+        fresh = Session(upload=outcome, ui=session.ui).add(Notice(page.loaded_message(outcome)))
         return self._document_outputs(fresh)
 
-    def _index_upload(self, path: Path, ui: str, progress: gr.Progress | None) -> Assistant | Message:
-        """An Assistant over the uploaded file, sharing the model; or the message saying why not."""
-        desc = page.strings(ui)["indexing"].format(name=path.name)
-
-        def report(done: float) -> None:
-            if progress is not None:
-                progress(0.05 + 0.9 * done, desc=desc)
-
+    def _index_upload(self, path: Path, ui: str, progress: gr.Progress | None) -> Upload | Message:
+        """The uploaded file's key, its engine in the cache (built, reopened or shared); or why not."""
+        name = path.name
+        stored = None
         try:
             self._check_upload(path)
-            report(0.0)
-            from .assistant import Assistant
-
-            # The shared model encodes the upload a chunk at a time (the index build does that
-            # when given progress), so other visitors' questions get it between chunks.
-            assistant = Assistant(
-                document=path,
-                settings=self._upload_settings,
-                embedder=self.assistant.embedder,
-                progress=report,
-            )
+            data = path.read_bytes()
+            sha256 = sha256_bytes(data)
+            stored = self._stored(sha256)
+            for attempt in (1, 2):
+                try:
+                    assistant = self.uploads.get_or_open(
+                        sha256, lambda: self._open_upload(sha256, data, name, ui, progress)
+                    )
+                    break
+                except _UploadGone:  # waited on a failed reopen of the same file: open it ourselves
+                    if attempt == 2:
+                        raise
         except _UploadRejected as exc:
             return exc.message
+        except _Busy:
+            return Message("upload_busy", {"name": name})
         except BilingualQAError as exc:
-            # The server's temporary path means nothing to the visitor: name the file they sent.
-            reason = str(exc).replace(str(path), path.name)
-            return Message("upload_failed", {"name": path.name, "reason": reason})
+            # The server's paths and file names mean nothing to the visitor: name the file they sent.
+            reason = str(exc)
+            if stored is not None:
+                reason = reason.replace(str(stored), name).replace(stored.name, name)
+            return Message("upload_failed", {"name": name, "reason": reason.replace(str(path), name)})
         except Exception:
             log.exception("indexing an uploaded document failed")
-            return Message("upload_failed", {"name": path.name, "reason": page.strings(ui)["engine_failed"]})
-        return assistant
+            return Message("upload_failed", {"name": name, "reason": page.strings(ui)["engine_failed"]})
+        return Upload.of(assistant.document, name)
+
+    def _stored(self, sha256: str) -> Path:
+        """Where the page keeps the uploaded file with this content (one file per content)."""
+        return self._files / sha256 / "document.txt"
+
+    def _open_upload(
+        self, sha256: str, data: bytes, name: str, ui: str, progress: gr.Progress | None
+    ) -> Assistant:
+        """An engine for uploaded ``data`` that is not in the cache (called by the cache, once per hash).
+
+        Raises:
+            _Busy: it needs indexing and both indexing slots are taken.
+        """
+        from .assistant import Assistant
+
+        if self._stored(sha256).is_file():  # uploaded before and evicted: its saved index reopens
+            try:
+                return self._reopen(sha256)
+            except _UploadGone:
+                pass
+        if not self._indexing.acquire(blocking=False):
+            raise _Busy
+        try:
+            desc = page.strings(ui)["indexing"].format(name=name)
+
+            def report(done: float) -> None:
+                if progress is not None:
+                    progress(0.05 + 0.9 * done, desc=desc)
+
+            report(0.0)
+            stored = atomic_write(self._stored(sha256), data)
+            try:
+                # The shared model encodes the upload a chunk at a time (the index build does that
+                # when given progress), so other visitors' questions get it between chunks.
+                return Assistant(
+                    document=stored,
+                    settings=self._upload_settings,
+                    embedder=self.assistant.embedder,
+                    progress=report,
+                )
+            except BaseException:
+                shutil.rmtree(stored.parent, ignore_errors=True)  # keep only documents that indexed
+                raise
+        finally:
+            self._indexing.release()
+
+    def _reopen(self, sha256: str) -> Assistant:
+        """The engine of an upload evicted from the cache, from its kept file and saved index.
+
+        Never embeds passages: if the saved index is gone or unusable, the tab is told to
+        upload again (which rebuilds it in an indexing slot) rather than rebuilding here.
+
+        Raises:
+            _UploadGone: the file or its index is gone.
+        """
+        from .assistant import Assistant
+
+        path = self._stored(sha256)
+        if not path.is_file():
+            raise _UploadGone
+        try:
+            return Assistant(
+                document=path, settings=self._upload_settings, embedder=_QueriesOnly(self.assistant.embedder)
+            )
+        except Exception as exc:
+            log.warning("cannot reopen the uploaded document %s: %s", sha256[:12], exc)
+            raise _UploadGone from None
 
     def _check_upload(self, path: Path) -> None:
         """Reject anything but a small .txt/.md file before any work is done on it."""
@@ -376,7 +518,7 @@ class ChatPage:
 
     def use_default(self, session: Session) -> tuple[Any, ...]:
         """Switch the tab back to the default document (a new conversation)."""
-        if session.assistant is None:
+        if session.upload is None:
             return self._document_outputs(session)
         return self._document_outputs(Session(ui=session.ui).add(Notice(Message("default_loaded"))))
 
@@ -384,14 +526,14 @@ class ChatPage:
         import gradio as gr
 
         ui = session.ui
-        document, is_default = self._document(session)
+        status, document = self._document_view(session)
         return (
             self._chat(session, ui),
             session,
             page.sources_html(session, ui),
-            page.document_status(document, is_default, ui),
-            page.document_html(document, ui),
-            gr.update(visible=is_default),  # the examples are about the default document
+            status,
+            document,
+            gr.update(visible=session.upload is None),  # the examples are about the default document
         )
 
     # --- API ----------------------------------------------------------------------------------
@@ -402,7 +544,8 @@ class ChatPage:
         Args:
             question: English or Chinese (Traditional or Simplified).
             history: optional JSON list of earlier [question, answer] pairs (or
-                {"question", "answer"} objects), oldest first, for a follow-up.
+                {"question", "answer"} objects), oldest first, for a follow-up; at most
+                160,000 characters with the default settings (see :func:`history_limit`).
 
         Returns:
             The Answer as a dict: question, text (with [P#] markers), language,
@@ -415,7 +558,7 @@ class ChatPage:
         import gradio as gr
 
         try:
-            answer = self.assistant.ask(question, history=_parse_history(history))
+            answer = self.assistant.ask(question, history=_parse_history(history, self.history_limit))
         except BilingualQAError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception:
@@ -424,6 +567,163 @@ class ChatPage:
                 "answering failed on the server; the error was logged", print_exception=False
             ) from None
         return answer.to_dict()
+
+
+class UploadCache:
+    """Uploaded documents' engines, shared by content hash, within a memory budget.
+
+    One :class:`Assistant` per distinct upload (keyed by the sha256 of its bytes), whichever
+    tabs uploaded it. When the estimated memory of the entries (:func:`upload_bytes`) passes
+    ``budget``, the least recently used are evicted (the newest stays, even alone over the
+    budget: its tab is using it). Tabs hold keys, not engines, so an evicted engine is freed
+    once no request still uses it, and is reopened by whoever asks for it next.
+
+    Whoever asks for a key that is missing opens it; others asking for the same key meanwhile
+    wait for that one opening and share its result (or its exception), so the same file
+    uploaded by many tabs at once is indexed once. Thread-safe.
+
+    Args:
+        budget: memory budget in bytes.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[Assistant, int]] = OrderedDict()  # oldest use first
+        self._opening: dict[str, Future[Assistant]] = {}
+        self.opened = 0  # engines opened (built or reopened)
+        self.waited = 0  # requests that waited for another's opening instead of opening
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    @property
+    def used(self) -> int:
+        """Estimated bytes held by the cached engines."""
+        with self._lock:
+            return sum(size for _, size in self._entries.values())
+
+    def get(self, key: str) -> Assistant | None:
+        """The cached engine for ``key`` (now the most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def get_or_open(self, key: str, open_engine: Callable[[], Assistant]) -> Assistant:
+        """The engine for ``key``: cached, or opened by ``open_engine`` (once, however many ask).
+
+        Raises:
+            Exception: what ``open_engine`` raised, in this caller and every one waiting on it.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry[0]
+            future = self._opening.get(key)
+            owner = future is None
+            if owner:
+                future = self._opening[key] = Future()
+            else:
+                self.waited += 1
+        if not owner:
+            return future.result()
+        try:
+            assistant = open_engine()
+            size = upload_bytes(assistant)
+        except BaseException as exc:
+            with self._lock:
+                del self._opening[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            del self._opening[key]
+            self.opened += 1
+            self._entries[key] = (assistant, size)
+            self._evict()
+        future.set_result(assistant)
+        return assistant
+
+    def _evict(self) -> None:
+        """Drop least recently used engines until the estimate fits the budget (the newest stays)."""
+        used = sum(size for _, size in self._entries.values())
+        while used > self.budget and len(self._entries) > 1:
+            key, (_, size) = self._entries.popitem(last=False)
+            used -= size
+            self.evicted += 1
+            log.info("upload cache: evicted %s (%.1f MB); %.1f MB held", key[:12], size / 2**20, used / 2**20)
+
+
+_HAN_RE = re.compile(f"[{lang.HAN}]")
+#: Memory one character of an uploaded document costs beyond its vectors, measured with
+#: tracemalloc on 3,000-paragraph documents after two questions: paragraph and sentence
+#: strings, and above all their BM25 and evidence tokens (small str objects in lists and
+#: sets: two per Han character, a unigram and a bigram; one per English word). A Han
+#: character cost 309 bytes, any other character 9.3; with these, the whole estimate of
+#: English, Chinese and mixed documents came within 5% of the measured memory.
+HAN_CHAR_BYTES = 300
+OTHER_CHAR_BYTES = 10
+
+
+def upload_bytes(assistant: Assistant) -> int:
+    """Estimated memory held by one uploaded document's engine (what :class:`UploadCache` budgets).
+
+    The estimate: its index arrays as they are (paragraph and sentence vectors, the
+    sentence-to-paragraph map: ``nbytes``); the vector store as the vectors it holds (FAISS:
+    ``ntotal`` x ``d`` float32, an upper bound for its float16 IVF layout; a llama-index
+    SimpleVectorStore: lists of Python floats, about 32 bytes a value); and the document's
+    text at :data:`HAN_CHAR_BYTES` per Han character and :data:`OTHER_CHAR_BYTES` per other
+    character. What every engine shares (the model, the answerer's weights) is not counted.
+    """
+    index = assistant.index
+    arrays = index.paragraph_vectors.nbytes + index.sentence_vectors.nbytes + index.sentence_paragraph.nbytes
+    faiss_index = getattr(index.searcher, "faiss_index", None)
+    if faiss_index is not None:
+        store = int(faiss_index.ntotal) * int(faiss_index.d) * 4  # type: ignore[attr-defined]
+    else:
+        store = int(index.paragraph_vectors.size) * 32
+    text = "".join(p.text for p in index.document.paragraphs)
+    han = len(_HAN_RE.findall(text))
+    return int(arrays) + store + HAN_CHAR_BYTES * han + OTHER_CHAR_BYTES * (len(text) - han)
+
+
+class _QueriesOnly:
+    """The shared embedder for reopening a saved index: it embeds questions, never passages.
+
+    Reopening must find the upload's saved index; were it gone, the Assistant would rebuild it,
+    embedding every passage outside the indexing slots. Here that fails instead.
+    """
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self.model_id = embedder.model_id
+        self.dimension = embedder.dimension
+
+    def __getattr__(self, name: str) -> Any:  # anything else the engine asks of its embedder
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._embedder, name)
+
+    def embed_queries(self, texts: Any) -> Any:
+        return self._embedder.embed_queries(texts)
+
+    def embed_passages(self, texts: Any) -> Any:
+        raise _UploadGone("the saved index is gone: reopening would have to embed the document")
+
+
+class _UploadGone(Exception):
+    """An uploaded document the page no longer has (its file or saved index is gone)."""
+
+
+class _Busy(Exception):
+    """Every indexing slot is taken."""
 
 
 def _merged(session: Session) -> Exchange | None:
@@ -453,18 +753,137 @@ def _size(n: int) -> str:
     return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
 
 
-def _parse_history(history: object) -> list[object]:
-    """The /ask history parameter (JSON text, or already a list) as a list of turns."""
+def history_limit(settings: Settings) -> int:
+    """The most characters /ask accepts as its history (JSON text), before parsing it.
+
+    ``max_history_turns`` turns, each a question and an answer: twice the longest question
+    (room for JSON quoting and escapes) plus :data:`HISTORY_ANSWER_CHARS` for the answer;
+    160,000 characters with the default settings. Only the last turns are read anyway.
+    """
+    return settings.max_history_turns * (2 * settings.max_question_chars + HISTORY_ANSWER_CHARS)
+
+
+def _parse_history(history: object, limit: int) -> list[object]:
+    """The /ask history parameter (JSON text, or already a list) as a list of turns.
+
+    Args:
+        history: JSON text, a list, or None/"" for no history.
+        limit: the most characters the JSON text may have (see :func:`history_limit`),
+            checked before it is parsed.
+
+    Raises:
+        QuestionError: too long, not JSON, nested too deeply, or not a list.
+    """
     if history is None or (isinstance(history, str) and not history.strip()):
         return []
     if isinstance(history, str):
+        if len(history) > limit:
+            raise QuestionError(
+                f"history is too long: {len(history)} characters (limit {limit}); send only the last turns"
+            )
         try:
             history = json.loads(history)
         except json.JSONDecodeError as exc:
             raise QuestionError(f"history is not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise QuestionError(
+                "history is nested too deeply: send a list of [question, answer] pairs"
+            ) from None
     if not isinstance(history, list):
         raise QuestionError("history must be a JSON list of [question, answer] pairs")
     return history
+
+
+# --- request size limit -------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over its limit gets 413 before the app reads it.
+
+    A declared ``Content-Length`` over the limit is refused at once, unread. A body that does
+    not declare its length (chunked) is counted as it streams in and cut where it passes the
+    limit: the app's next read fails, and whatever the app then answers (an error about the
+    body) is replaced by the 413. Gradio's upload route (:data:`UPLOAD_ROUTE`) gets
+    ``upload_limit``, every other request ``limit``. Plain ASGI: no dependency.
+
+    Args:
+        app: the ASGI app to guard.
+        limit: the most body bytes of an ordinary request.
+        upload_limit: the most body bytes of a file upload (multipart).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], *, limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", "")).rstrip("/")
+        limit = self.upload_limit if path.endswith(UPLOAD_ROUTE) else self.limit
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _too_large(send, limit)
+            return
+        received = 0
+        cut = False
+        started = False
+
+        async def counted_receive() -> MutableMapping[str, Any]:
+            nonlocal received, cut
+            if cut:
+                raise _BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    cut = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if cut:  # the app's answer to a body it could not finish reading: the 413 replaces it
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not cut:
+                raise
+        if cut and not started:
+            await _too_large(send, limit)
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app when the body it reads passes the limit."""
+
+
+def _content_length(scope: MutableMapping[str, Any]) -> int | None:
+    """The request's declared Content-Length, or None (absent or unreadable: the server's business)."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = json.dumps({"detail": f"request body too large (limit {limit} bytes)"}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 # --- building and serving the page -------------------------------------------------------------
@@ -503,7 +922,8 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
     session = Session()
     document = handlers.assistant.document
     choices = [(page.strings(code)["language_name"], code) for code in page.UI_LANGUAGES]
-    state = gr.State(session)
+    # An idle tab's state is dropped after session_minutes (Gradio would keep up to 10,000).
+    state = gr.State(session, time_to_live=handlers.assistant.settings.session_minutes * 60)
     with gr.Row(elem_id="bqa-header", equal_height=True):
         title = gr.Markdown(_title(text), elem_id="bqa-title")
         ui = gr.Radio(
@@ -608,15 +1028,16 @@ def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
 
     show_sources.__annotations__ = {"event": gr.SelectData}
 
-    # Indexing is the heavy job: two at a time at most, whoever asks.
+    # Indexing is the heavy job: INDEXING_SLOTS at a time at most, whoever asks. The handler
+    # counts them itself and answers "busy" at once when they are taken, so the event must
+    # not queue: every upload starts at once (most are quick: refused, shared or busy).
     c.upload.upload(
         load_document,
         [c.upload, c.session],
         document_outputs,
         api_name="load_document",
         show_progress_on=c.chatbot,  # one progress bar, where the "loaded" message will appear
-        concurrency_limit=2,
-        concurrency_id="indexing",
+        concurrency_limit=None,
         **ui_only,
     )
     c.default_document.click(handlers.use_default, [c.session], document_outputs, **private)
@@ -681,8 +1102,14 @@ def start(
     Raises:
         ConfigError: the port cannot be bound.
     """
+    from starlette.middleware import Middleware  # FastAPI's, which Gradio is built on
+
     app = build_app(assistant, max_upload_bytes=max_upload_bytes, stream_delay=stream_delay)
     app.queue(default_concurrency_limit=4)
+    max_file_size = 4 * max_upload_bytes
+    body_limit = Middleware(
+        BodyLimit, limit=MAX_REQUEST_BYTES, upload_limit=max_file_size + MULTIPART_OVERHEAD
+    )
     try:
         _, url, _ = app.launch(
             server_name=host,
@@ -697,7 +1124,11 @@ def start(
             mcp_server=False,
             footer_links=["api"],
             # Gradio refuses larger files before they reach the handler, which explains its own limit.
-            max_file_size=4 * max_upload_bytes,
+            max_file_size=max_file_size,
+            # Every request body passes BodyLimit, in this process only: no static file workers
+            # (GRADIO_NUM_WORKERS would start some, with an upload route of their own).
+            app_kwargs={"middleware": [body_limit]},
+            num_workers=0,
             theme=_theme(),
             css=(_ASSETS / "page.css").read_text(encoding="utf-8"),
             js=(_ASSETS / "page.js").read_text(encoding="utf-8"),

@@ -22,7 +22,6 @@ from .prompts import ui_strings
 
 if TYPE_CHECKING:
     from .answering import Answer, Citation
-    from .assistant import Assistant
     from .document import Document, Paragraph
 
 UI_LANGUAGES = (lang.EN, lang.HANT, lang.HANS)
@@ -112,12 +111,46 @@ class Message:
 
 @dataclass(frozen=True)
 class Exchange:
-    """A question and what came of it: an answer, an error message, or nothing yet (pending)."""
+    """A question and what came of it: an answer, an error message, or nothing yet (pending).
+
+    An answer keeps the aligned translations of the paragraphs it cites (its source cards
+    show them), not the whole document: a tab's conversation holds no document or index.
+    """
 
     question: str
     answer: Answer | None = None
     error: Message | None = None
-    document: Document | None = None  # the document the answer cites, for its source cards
+    twins: tuple[Paragraph, ...] = ()  # the cited paragraphs' translations, for the source cards
+
+
+def cited_twins(answer: Answer, document: Document) -> tuple[Paragraph, ...]:
+    """The aligned translations of the paragraphs ``answer`` cites (what its source cards show)."""
+    twins = (document.paragraph(c.twin_id) for c in answer.citations if c.twin_id)
+    return tuple(dict.fromkeys(t for t in twins if t is not None))
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A tab's uploaded document as the tab knows it: a key, not the document.
+
+    ``sha256`` (of the file's bytes) finds the indexed document in the page's shared cache,
+    which may evict it and reopen it later; the rest is what the page shows about it.
+    """
+
+    sha256: str
+    name: str  # the file name this tab uploaded (the same bytes may come under other names)
+    paragraphs: int
+    pairs: int
+    unpaired: int
+
+    @classmethod
+    def of(cls, document: Document, name: str) -> Upload:
+        """The key of an indexed ``document`` uploaded as ``name``."""
+        return cls(sha256=document.sha256, name=name, **document_stats(document))
+
+    def stats(self) -> dict[str, int]:
+        """Paragraph, aligned-pair and unpaired counts (as :func:`document_stats`)."""
+        return {"paragraphs": self.paragraphs, "pairs": self.pairs, "unpaired": self.unpaired}
 
 
 @dataclass(frozen=True)
@@ -132,10 +165,11 @@ class Session:
     """One browser tab's state: its document and its conversation (kept in a ``gr.State``).
 
     Immutable: handlers return a new Session, so a half-finished handler never
-    leaves a tab with a half-updated one.
+    leaves a tab with a half-updated one. An uploaded document is held by its key
+    (:class:`Upload`), never as an engine: the page's cache owns the engines.
     """
 
-    assistant: Assistant | None = None  # None: the process-wide default document
+    upload: Upload | None = None  # None: the process-wide default document
     entries: tuple[Exchange | Notice, ...] = ()
     shown: int | None = None  # the entry whose sources the panel shows; None: the latest answer
     ui: str = lang.EN  # the page's language in this tab
@@ -273,12 +307,12 @@ def _side(paragraph_id: str, language: str, body: str, badge: str, ui: str, *, c
     return f'<div class="{klass}" lang="{html_escape(language)}">{head}<p class="bqa-text">{body}</p></div>'
 
 
-def source_card(citation: Citation, document: Document | None, turn: int, ui: str) -> str:
+def source_card(citation: Citation, twin: Paragraph | None, turn: int, ui: str) -> str:
     """One cited paragraph beside its aligned translation (English left, Chinese right).
 
     Args:
         citation: the cited paragraph, with the quoted character spans.
-        document: the document the answer came from, for the translation's text.
+        twin: its aligned translation (``citation.twin_id``), if it has one.
         turn: the exchange's index, which makes the card's HTML id unique.
         ui: the UI language of the labels.
 
@@ -294,7 +328,6 @@ def source_card(citation: Citation, document: Document | None, turn: int, ui: st
         ui,
         cited=True,
     )
-    twin = document.paragraph(citation.twin_id) if (document and citation.twin_id) else None
     if twin is None:
         other = f'<div class="bqa-side bqa-missing">{html_escape(text["no_translation"])}</div>'
     else:
@@ -328,8 +361,9 @@ def sources_html(session: Session, ui: str) -> str:
         )
     if not answer.citations:
         parts.append(f'<p class="bqa-hint">{html_escape(text["no_sources"])}</p>')
+    twins = {p.id: p for p in exchange.twins}
     for citation in answer.citations:
-        parts.append(source_card(citation, exchange.document, turn, ui))
+        parts.append(source_card(citation, twins.get(citation.twin_id or ""), turn, ui))
     meta = f"{language_name(answer.language, ui)} · {text['seconds'].format(seconds=f'{answer.seconds:.2f}')}"
     parts.append(f'<p class="bqa-meta">{html_escape(meta)}</p>')
     return f'<div class="bqa-sources">{"".join(parts)}</div>'
@@ -382,20 +416,19 @@ def document_stats(document: Document) -> dict[str, int]:
     }
 
 
-def document_status(document: Document, is_default: bool, ui: str) -> str:
+def document_status(source: Document | Upload, is_default: bool, ui: str) -> str:
     """One Markdown line naming the tab's document and its alignment counts."""
     text = strings(ui)
     marker = text["default_marker"] if is_default else ""
-    return _md_format(text["document_status"], name=document.name, default=marker, **document_stats(document))
+    stats = source.stats() if isinstance(source, Upload) else document_stats(source)
+    return _md_format(text["document_status"], name=source.name, default=marker, **stats)
 
 
-def session_document(session: Session, default: Assistant) -> tuple[Document, bool]:
-    """The tab's document and whether it is the default one."""
-    assistant = session.assistant or default
-    return assistant.document, session.assistant is None
+def missing_document_html(upload: Upload, ui: str) -> str:
+    """The Document tab of a tab whose uploaded document the server no longer has."""
+    return f'<p class="bqa-hint">{html_escape(strings(ui)["upload_gone"].format(name=upload.name))}</p>'
 
 
-def loaded_message(document: Document) -> Message:
+def loaded_message(upload: Upload) -> Message:
     """The chat notice after a document was loaded."""
-    stats = document_stats(document)
-    return Message("document_loaded", {"name": document.name, **stats})
+    return Message("document_loaded", {"name": upload.name, **upload.stats()})
