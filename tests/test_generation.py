@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import itertools
 import json
 import logging
 import os
 import re
+import select
 import socket
 import socketserver
 import subprocess
@@ -320,6 +322,192 @@ def test_connection_refused_falls_back(make_bot):
     answer = make_bot(llm_url=f"http://127.0.0.1:{_free_port()}/v1").ask(THAILAND)
     assert (answer.backend, answer.fallback_reason) == ("extractive", "connection_error")
     assert answer.answered
+
+
+# --------------------------------------------------------------------------- a server that never answers
+
+
+class StallingLLM(ThreadingHTTPServer):
+    """An OpenAI-compatible endpoint that keeps every connection alive and never sends a token.
+
+    ``mode`` is what it sends, one piece every ``PAUSE`` seconds, until the client hangs up:
+    "comments" (SSE ``: keep-alive`` lines), "blank" (empty lines), "empty_delta" (chunks
+    without content), "trickle" (a comment, one byte at a time), "token_then_comments" (one
+    token, then comments) or "headers" (the response headers, one byte at a time, never
+    ending). Each handler records the hang-up it sees, so a test can tell that the client
+    closed the connection rather than left it open.
+    """
+
+    daemon_threads = True
+    PAUSE = 0.2
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(("127.0.0.1", 0), _StallingHandler)
+        self.mode = mode
+        self.requests: list[dict] = []
+        self.hangups = 0
+        self.changed = threading.Condition()
+        self.stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}/v1"
+
+    def wait_for_hangups(self, count: int, seconds: float = 30.0) -> bool:
+        """Whether ``count`` clients have hung up (waiting at most ``seconds``: a guard, not a measure)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.hangups >= count, timeout=seconds)
+
+    def server_close(self) -> None:
+        self.stopped.set()  # a handler still streaming (the client never hung up) stops now
+        super().server_close()
+
+
+class _StallingHandler(BaseHTTPRequestHandler):
+    server: StallingLLM
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        srv = self.server
+        with srv.changed:
+            srv.requests.append(body)
+        self.close_connection = True
+        if srv.mode == "headers":
+            status = b"HTTP/1.1 200 OK\r\nX-Stall: "
+            self._send_until_hangup(itertools.chain([status], itertools.repeat(b"a")))
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self._send_until_hangup(_stall(srv.mode))
+        with srv.changed:
+            srv.hangups += 1
+            srv.changed.notify_all()
+
+    def _send_until_hangup(self, pieces) -> None:
+        """Send ``pieces`` one every PAUSE seconds; return when the client hangs up (or the server stops)."""
+        for piece in pieces:
+            if self.server.stopped.is_set():
+                return
+            try:
+                self.wfile.write(piece)
+                self.wfile.flush()
+                # The client never sends more after its request: readable means it hung up.
+                readable, _, _ = select.select([self.connection], [], [], self.server.PAUSE)
+                if readable and self.connection.recv(1) == b"":
+                    return
+            except OSError:  # a reset or broken pipe: hung up too
+                return
+
+
+def _stall(mode: str):
+    """The pieces a stalling stream sends, forever."""
+    if mode == "comments":
+        yield from itertools.repeat(b": keep-alive\n\n")
+    elif mode == "blank":
+        yield from itertools.repeat(b"\n")
+    elif mode == "empty_delta":
+        deltas = [{"role": "assistant"}, {}, {"content": ""}, None]
+        while True:
+            for delta in deltas:
+                chunk = _completion([{"index": 0, "delta": delta, "finish_reason": None}])
+                yield b"data: " + json.dumps(chunk | {"object": "chat.completion.chunk"}).encode() + b"\n\n"
+    elif mode == "trickle":
+        while True:
+            yield from (bytes([b]) for b in b": keep-alive\n\n")
+    elif mode == "token_then_comments":
+        chunk = _completion([{"index": 0, "delta": {"content": "Bangkok"}, "finish_reason": None}])
+        yield b"data: " + json.dumps(chunk | {"object": "chat.completion.chunk"}).encode() + b"\n\n"
+        yield from itertools.repeat(b": keep-alive\n\n")
+    else:
+        raise ValueError(mode)
+
+
+STALLS = ["comments", "blank", "empty_delta", "trickle", "token_then_comments", "headers"]
+
+
+@pytest.fixture(params=STALLS)
+def stalling_server(request):
+    yield from _serving(StallingLLM(request.param))
+
+
+def _within(call, seconds: float = 30.0):
+    """``call()`` on a worker thread, failing the test (instead of hanging it) past ``seconds``.
+
+    The guard only keeps a broken deadline from hanging the suite; the tests assert the
+    mechanism (fallback, hang-up, nothing left open), not how long it took.
+    """
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert result, f"the LLM call did not return within {seconds} s: the deadline did not cut it"
+    return result[0]
+
+
+def _assert_nothing_left_open(server: StallingLLM, calls: int) -> None:
+    """Every call's connection was closed (the server saw it) and no response, socket or watchdog remains."""
+    import httpx
+
+    assert server.wait_for_hangups(calls), "the client left the connection open"
+    assert len(server.requests) == calls  # nothing retried
+    gc.collect()
+    objects = gc.get_objects()
+    assert [o for o in objects if type(o) is httpx.Response and not o.is_closed] == []
+    sockets = [o for o in objects if isinstance(o, socket.socket) and o.fileno() != -1]
+    assert [s for s in sockets if _peer_port(s) == server.server_port] == []
+    assert [t for t in threading.enumerate() if t.name.startswith("bilingual-qa-llm")] == []
+
+
+def _peer_port(sock: socket.socket) -> int | None:
+    try:
+        return sock.getpeername()[1]
+    except (OSError, IndexError):
+        return None
+
+
+def test_a_server_that_never_sends_a_token_is_cut_at_the_deadline(make_bot, stalling_server):
+    bot = make_bot(llm_url=stalling_server.url, llm_timeout=1.0)
+    answer = _within(lambda: bot.ask(THAILAND))
+    assert (answer.backend, answer.fallback_reason) == ("extractive", "timeout")
+    assert answer.answered and "Bangkok" in answer.text
+    _assert_valid(answer)
+    _assert_nothing_left_open(stalling_server, calls=1)
+
+
+def test_a_stalled_stream_ends_with_the_fallback(make_bot, stalling_server):
+    bot = make_bot(llm_url=stalling_server.url, llm_timeout=1.0)
+    *chunks, final = _within(lambda: list(bot.ask_stream(THAILAND)))
+    assert isinstance(final, Answer) and final.fallback_reason == "timeout"
+    assert "".join(chunks) == ("Bangkok" if stalling_server.mode == "token_then_comments" else "")
+    _assert_nothing_left_open(stalling_server, calls=1)
+
+
+def test_condensing_against_a_stalling_server_falls_back_to_the_rule(make_bot, stalling_server):
+    from bilingual_qa.chat import Turn
+
+    bot = make_bot(llm_url=stalling_server.url, llm_timeout=1.0)
+    standalone = _within(lambda: bot._generator.condense("And in Cambodia?", [Turn(THAILAND, GOOD)]))
+    assert standalone == f"{THAILAND} And in Cambodia?"
+    _assert_nothing_left_open(stalling_server, calls=1)
+
+
+def test_a_follow_up_against_a_stalling_server_falls_back_twice(make_bot):
+    # The follow-up is condensed (one call, cut), then answered (another call, cut).
+    server = StallingLLM("comments")
+    serving = _serving(server)
+    next(serving)
+    try:
+        bot = make_bot(llm_url=server.url, llm_timeout=1.0)
+        answer = _within(lambda: bot.ask("And in Cambodia?", history=[(THAILAND, GOOD)]))
+        assert answer.standalone_question == f"{THAILAND} And in Cambodia?"
+        assert (answer.backend, answer.fallback_reason) == ("extractive", "timeout")
+        _assert_nothing_left_open(server, calls=2)
+    finally:
+        next(serving, None)
 
 
 # --------------------------------------------------------------------------- guardrails

@@ -12,6 +12,9 @@ guardrails below; one that fails is replaced by the extractive answer, with
   decision refuses, the LLM is not asked at all (``document_silent``);
 - transport: a timeout, a refused connection, an HTTP error, a malformed
   response, empty output or output that hits the length cap all fall back;
+  ``Settings.llm_timeout`` is a wall-clock deadline for the whole call, whatever
+  the server sends (keep-alive comments, empty chunks, a byte trickle): at the
+  deadline a watchdog cuts the connection (see :class:`_Deadline`);
 - refusal: the model's refusal sentence becomes ``answered=False`` in the
   question's language (``model_refused``); a refusal that also cites is
   ``ambiguous_refusal``;
@@ -36,11 +39,14 @@ llama-index's global ``Settings`` is never touched.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import gc
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -87,6 +93,12 @@ _SYSTEM = "system"
 _USER = "user"
 
 
+# The name of a call's watchdog thread (the tests check that none outlives its call).
+_WATCHDOG_THREAD = "bilingual-qa-llm-deadline"
+# The smallest per-read timeout handed to the HTTP client: 0 would make its socket non-blocking.
+_MIN_IO_TIMEOUT = 0.01
+
+
 class _LLMFailure(Exception):
     """The LLM gave no usable text; ``reason`` names why (it becomes the fallback reason)."""
 
@@ -106,7 +118,8 @@ def make_llm(settings: Settings) -> Any:
             ``llm_temperature`` and ``llm_api_key_env`` are used.
 
     Returns:
-        The client, configured with no retries (a fallback beats a long wait).
+        The client, configured with no retries (a fallback beats a long wait), over an
+        HTTP client whose hooks let each call's :class:`_Deadline` cut its connection.
 
     Raises:
         ConfigError: ``llm_url`` is unset or llama-index's OpenAI-like integration is missing.
@@ -114,11 +127,22 @@ def make_llm(settings: Settings) -> Any:
     if not settings.llm_url:
         raise ConfigError("the LLM backend needs llm_url (BILINGUAL_QA_LLM_URL or --llm-url)")
     try:
+        import httpx
         from llama_index.llms.openai_like import OpenAILike
     except ImportError:
         raise ConfigError(
             "the LLM backend needs llama-index-llms-openai-like (pip install llama-index-llms-openai-like)"
         ) from None
+    # No keep-alive: each call opens its own connection on the calling thread, so the call's
+    # deadline knows its socket from the connect on (a reused connection would be known only
+    # once its response headers arrived, too late for a server that trickles them). A call is
+    # seconds of generation; one more handshake is nothing beside it. (Redirects are followed,
+    # as by the openai client's own HTTP client.)
+    http_client = httpx.Client(
+        follow_redirects=True,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=0),
+        event_hooks={"request": [_Deadline.on_request], "response": [_Deadline.on_response]},
+    )
     # Local servers want no key, but the openai client insists on one.
     api_key = os.environ.get(settings.llm_api_key_env, "").strip() or "unused"
     return OpenAILike(
@@ -131,7 +155,137 @@ def make_llm(settings: Settings) -> Any:
         temperature=settings.llm_temperature,
         timeout=settings.llm_timeout,
         max_retries=0,
+        http_client=http_client,
     )
+
+
+class _Deadline:
+    """The wall-clock deadline of one LLM call, and the watchdog that enforces it.
+
+    The HTTP client's timeout bounds each read, not the call: a server that sends
+    keep-alive comments, blank lines, empty chunks or one byte now and then resets it
+    forever, and the openai client swallows all of those without yielding a chunk, so
+    no check between chunks can run either. Hence a watchdog: a timer thread that, at
+    the deadline, shuts down the call's socket(s). ``shutdown()`` is safe from another
+    thread (unlike closing the response there, which would take httpcore's pool lock
+    from a second thread; see :meth:`GenerativeAnswerer._generate`) and wakes the read
+    blocked in the reading thread at once; that thread then sees the stream end or fail,
+    reports a timeout, and itself closes the stream and the response. The sockets and
+    responses come from the httpx hooks :func:`make_llm` installs, which also lower
+    the connect/read/write timeouts of the call to the time left: the connect, before
+    any socket is known, ends by the deadline too (a DNS lookup is not bounded). Nothing
+    is left behind: the reading thread returns, the connection is closed, the timer
+    thread is joined. An LLM given to :class:`GenerativeAnswerer` instead of made by
+    :func:`make_llm` has no hooks: the deadline is then checked only as chunks arrive.
+    """
+
+    # The call whose HTTP request the current thread is making: set around each read of
+    # the stream, so the hooks (run on that thread, inside the read) find their call.
+    current: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar(
+        "bilingual_qa_llm_deadline", default=None
+    )
+
+    def __init__(self, seconds: float) -> None:
+        self.expires = time.monotonic() + seconds
+        self.responses: list[Any] = []  # httpx responses of this call, closed by the reading thread
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._fired = False
+        self._done = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.name = _WATCHDOG_THREAD
+        self._timer.daemon = True
+        self._timer.start()
+
+    def passed(self) -> bool:
+        """Whether the deadline has passed (or the watchdog has cut the call)."""
+        return self._fired or time.monotonic() >= self.expires
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Make this the current call (the one the httpx hooks serve) for a ``with`` block."""
+        token = _Deadline.current.set(self)
+        try:
+            yield
+        finally:
+            _Deadline.current.reset(token)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Cut ``sock`` at the deadline (now, if it has passed)."""
+        with self._lock:
+            if self._done or any(s is sock for s in self._sockets):
+                return
+            self._sockets.append(sock)
+            if self._fired:
+                _shut(sock)
+
+    def finish(self) -> bool:
+        """Stop the watchdog (idempotent); whether the deadline has passed."""
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+        self._timer.join()  # quick: it is waiting to fire, or firing under the lock just released
+        return self.passed()
+
+    def close_responses(self) -> None:
+        """Close this call's HTTP responses; on the reading thread only (see the class docstring)."""
+        responses, self.responses = self.responses, []
+        for response in responses:
+            try:
+                response.close()
+            except Exception as exc:  # a cut connection may complain; it is closed either way
+                logger.debug("closing a cut LLM response: %s", type(exc).__name__)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: watch each socket the call connects (and wraps in TLS)."""
+        if event.endswith(".complete"):
+            get_extra_info = getattr(info.get("return_value"), "get_extra_info", None)
+            sock = get_extra_info("socket") if get_extra_info is not None else None
+            if isinstance(sock, socket.socket):
+                self.watch(sock)
+
+    @staticmethod
+    def on_request(request: Any) -> None:
+        """httpx request hook: bound the request's timeouts by the time left, trace its connection."""
+        call = _Deadline.current.get()
+        if call is None:
+            return
+        left = max(call.expires - time.monotonic(), _MIN_IO_TIMEOUT)
+        timeouts = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            phase: left if timeouts.get(phase) is None else min(timeouts[phase], left)
+            for phase in ("connect", "read", "write", "pool")
+        }
+        request.extensions["trace"] = call._trace
+
+    @staticmethod
+    def on_response(response: Any) -> None:
+        """httpx response hook (headers received): keep the response to close, watch its socket."""
+        call = _Deadline.current.get()
+        if call is None:
+            return
+        call.responses.append(response)
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            call.watch(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut a socket down both ways, waking any thread blocked reading it; it stays open until closed."""
+    # OSError: already closed by the reading thread, or never connected.
+    with contextlib.suppress(OSError):
+        # The plain socket method even on a TLS socket: ssl.SSLSocket.shutdown would also
+        # drop its SSL object under the reading thread's feet.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class GenerativeAnswerer:
@@ -299,30 +453,40 @@ class GenerativeAnswerer:
         from llama_index.core.llms import ChatMessage
 
         limit = max_chars or self.settings.llm_max_tokens * CHARS_PER_TOKEN_CAP
-        # The client's timeout bounds each read; this bounds a server that trickles forever.
-        deadline = time.monotonic() + self.settings.llm_timeout
+        # The whole call, not each read, gets llm_timeout: the watchdog cuts the connection at
+        # the deadline, whatever the server sends meanwhile (see _Deadline for why a watchdog).
+        deadline = _Deadline(self.settings.llm_timeout)
         total = 0
         stream = None
         try:
-            stream = self._llm.stream_chat([ChatMessage(role=role, content=text) for role, text in chat])
-            for chunk in stream:
+            with deadline.reading():
+                stream = self._llm.stream_chat([ChatMessage(role=role, content=text) for role, text in chat])
+                chunks = iter(stream)
+            while True:
+                # Only while reading: the caller may do anything between two deltas.
+                with deadline.reading():
+                    chunk = next(chunks, None)
+                if deadline.passed():
+                    raise _LLMFailure(FallbackReason.TIMEOUT)  # cut, or a chunk past the deadline
+                if chunk is None:
+                    break
                 delta = chunk.delta or ""
                 total += len(delta)
                 if total > limit or _finish_reason(chunk) == "length":
                     raise _LLMFailure(FallbackReason.OUTPUT_CAPPED)
-                if time.monotonic() > deadline:
-                    raise _LLMFailure(FallbackReason.TIMEOUT)
                 if delta:
                     yield delta
         except _LLMFailure as exc:
             logger.warning("LLM output unusable: %s", exc.reason)
             raise
         except Exception as exc:  # the client raises many types; none may crash an answer
-            reason = _failure_reason(exc)
+            # A read failing at the deadline failed because the watchdog cut it.
+            reason = FallbackReason.TIMEOUT if deadline.finish() else _failure_reason(exc)
             # The exception's text can carry the server's reply or URL: log only its kind.
             logger.warning("LLM call failed: %s (%s)", reason, type(exc).__name__)
             raise _LLMFailure(reason) from None
         finally:
+            deadline.finish()
             # Close an abandoned stream now, on this thread. Left to the garbage collector,
             # the openai stream's finalizer closes its HTTP response whenever a collection
             # happens to run, once seen inside httpcore's connection-pool lock: a deadlock
@@ -330,7 +494,8 @@ class GenerativeAnswerer:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
-            stream = None
+            stream = chunks = None
+            deadline.close_responses()  # closing the generator does not reach the HTTP response
             gc.collect()
         if total == 0:
             raise _LLMFailure(FallbackReason.EMPTY_OUTPUT)
