@@ -45,18 +45,19 @@ class Embedder(Protocol):
 
 
 #: The model's window: e5 was trained on at most 512 tokens (prefix and specials included).
-#: A longer text is embedded as windows of at most this many tokens, their vectors averaged
-#: (weighted by length): the work is bounded and nothing is silently cut.
+#: A text up to this long is embedded whole; a longer one as windows of BATCH_TOKENS, their
+#: vectors averaged (weighted by length): the work is bounded and nothing is silently cut.
 WINDOW_TOKENS = 512
-#: Tokens one forward pass may take. The model is shared by every request, so this bounds
-#: how long a build (or a long question) holds it: ~0.5 s on 2 cores (about 950 tokens/s,
-#: which batching does not raise beyond 4 passages: measured 766 tok/s one at a time, 982
-#: four at a time, 893 at 32).
-BATCH_TOKENS = 512
+#: Tokens one forward pass may take (a single text up to WINDOW_TOKENS is one pass). The model
+#: is shared by every request, so this bounds how long a build holds it while a question
+#: waits: ~0.3 s on 2 cores. Throughput does not suffer: about 950 tokens/s from 4 short
+#: passages a batch up (766 one at a time, 982 at 4, 893 at 32), and attention makes long
+#: passages dearer per token (a 512-token one took 0.77 s).
+BATCH_TOKENS = 256
 #: Windows one text may cost: a longer text is represented by this many windows spread
 #: evenly over it. Its sentences are embedded on their own, so sentence search still covers
 #: all of it; without the cap a 250 KB one-line paragraph took ~170 s of model time.
-MAX_WINDOWS = 8
+MAX_WINDOWS = 16
 
 
 class ModelTurns:
@@ -144,12 +145,13 @@ class _CachingEmbedder:
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
     def _windows(self, text: str, tokens: int, is_query: bool) -> list[tuple[str, int]]:
-        """``text`` as pieces of at most :attr:`window_tokens` tokens each, cut between words."""
+        """``text`` whole if it fits the window, else pieces of :attr:`batch_tokens` cut between words."""
         if tokens <= self.window_tokens:
             return [(text, tokens)]
         # Characters per token vary (Han ~1, English ~4): aim by this text's own ratio, count
         # only the piece (never the rest: that made a long text quadratic), shrink until it fits.
-        step = max(1, int(self.window_tokens * len(text) / tokens * 0.9))
+        limit = min(self.window_tokens, self.batch_tokens)
+        step = max(1, int(limit * len(text) / tokens * 0.9))
         out: list[tuple[str, int]] = []
         pos = 0
         while pos < len(text):
@@ -159,7 +161,7 @@ class _CachingEmbedder:
                     cut = _word_boundary(text, cut, pos + 1)
                 piece = text[pos:cut]
                 size = self.token_counts([piece], is_query)[0]
-                if size <= self.window_tokens or cut - pos <= 1:
+                if size <= limit or cut - pos <= 1:
                     break
                 cut = pos + max(1, (cut - pos) * 3 // 4)
             if piece.strip():

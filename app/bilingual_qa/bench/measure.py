@@ -20,7 +20,9 @@ What is measured, and against what:
   vectors with the FAISS index :func:`bilingual_qa.index.make_faiss_index` picks,
   recall@10 against exact search;
 * memory: resident set size of a warm CLI process and of the warm web server;
-* web: 16 concurrent ``gradio_client`` callers of ``/ask``.
+* web: 64 concurrent ``gradio_client`` callers of ``/ask``;
+* fairness: a normal question while heavy requests are in flight (:mod:`.fairness`);
+* uploads: server memory after 20 sessions upload one 5,000-paragraph file (:mod:`.uploads`).
 
 The scale documents' passage vectors are replayed (:class:`.scenarios.ReplayEmbedder`)
 while their questions are encoded for real: query cost and the build's own work
@@ -48,6 +50,7 @@ import numpy as np
 from ..config import DEFAULT_MODEL, Settings
 from ..errors import BenchmarkError
 from ..files import atomic_write
+from .fairness import fairness
 from .processes import (
     CLI,
     NAIVE,
@@ -70,6 +73,7 @@ from .scenarios import (
     synthetic_document,
     synthetic_text,
 )
+from .uploads import upload_memory
 
 #: Copies of the default document in the synthetic scale documents (17 paragraphs each).
 SCALE_COPIES = (1, 10, 100, 600)
@@ -82,7 +86,7 @@ QUICK_SEARCH_VECTORS = 100_000
 SEARCH_SHARE_BOUND = 0.1
 #: A warm process (model, index, one document) must stay well under 1 GB.
 RSS_BOUND_MB = 500.0
-WEB_CALLERS = 16
+WEB_CALLERS = 64
 
 
 @dataclass
@@ -166,8 +170,10 @@ def run_benchmark(
         stages = (
             ("cold start: index build, CLI answer, naive llama-index", _cold_start),
             ("memory of a warm process", _memory),
-            ("web server: start-up and 16 concurrent callers", _web),
+            (f"web server: start-up and {WEB_CALLERS} concurrent callers", _web),
             ("warm answers vs bare query encoding", _warm_answers),
+            ("fairness: a normal question while heavy requests are in flight", fairness),
+            ("server memory under 20 upload sessions of one file", upload_memory),
             ("index build vs bare passage encoding", _build_throughput),
             ("answer latency as the corpus grows", _scale),
             ("vector search on synthetic vectors", _search_scale),
@@ -274,7 +280,7 @@ def _memory(ctx: _Context) -> None:
 
 
 def _web(ctx: _Context) -> None:
-    """Web server: time until /ask answers, then 16 concurrent callers, then its RSS."""
+    """Web server: time until /ask answers, then WEB_CALLERS concurrent callers, then its RSS."""
     skip = web_unavailable(ctx.env)
     if skip is None:
         try:
