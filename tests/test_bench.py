@@ -83,6 +83,42 @@ def test_replay_embedder_perturbs_base_vectors_and_encodes_queries_for_real(fake
     assert fake_embedder.calls == calls + 1
 
 
+def test_one_paragraph_upload_is_one_line_of_distinct_sentences():
+    from bilingual_qa.bench.fairness import one_paragraph_upload
+
+    text = one_paragraph_upload(read_document(), 20_000)
+    assert "\n" not in text and len(text.encode()) >= 20_000
+    assert "(0)" in text and "(1)" in text
+
+
+def test_keep_alive_llm_never_sends_a_token():
+    import urllib.request
+
+    from bilingual_qa.bench.fairness import KeepAliveLLM
+
+    server = KeepAliveLLM(interval=0.05)
+    try:
+        request = urllib.request.Request(server.url + "/chat/completions", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"] == "text/event-stream"
+            lines = [response.readline() for _ in range(6)]
+    finally:
+        server.close()
+    assert all(line in (b": keep-alive\n", b"\n") for line in lines) and b": keep-alive\n" in lines
+
+
+def test_background_load_failures_fail_the_stage():
+    from bilingual_qa.bench.fairness import running
+
+    def broken():
+        raise RuntimeError("boom")
+
+    failed = pytest.raises(BenchmarkError, match="background load failed: RuntimeError: boom")
+    with failed, running(broken, repeat=True) as alive:
+        while alive():
+            pass
+
+
 def test_questions_never_repeat():
     stream = question_stream()
     questions = [next(stream) for _ in range(2000)]
@@ -169,7 +205,9 @@ def quick_report(tmp_path_factory):
 def test_quick_benchmark_measures_every_stage(quick_report, tmp_path):
     names = {m.name for m in quick_report.measurements}
     for name in ("cold_cli_answer", "index_cold_cli", "warm_process_rss", "answer_en", "encode_zh",
-                 "encode_rate", "build_rate", "search_latency", "search_recall"):  # fmt: skip
+                 "encode_rate", "build_rate", "search_latency", "search_recall", "fair_idle", "fair_history",
+                 "fair_upload", "fair_llm", "llm_deadline", "upload_rss_one", "upload_rss_all",
+                 "upload_rss_expired"):  # fmt: skip
         assert name in names
     for m in quick_report.measurements:
         assert m.samples and all(math.isfinite(s) and s >= 0 for s in m.samples), m.name
