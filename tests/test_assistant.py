@@ -58,6 +58,36 @@ def test_a_long_history_is_read_only_at_its_end_and_embedded_within_budget(recor
     )
 
 
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [
+        ("What is \udcff?", r"invalid UTF-8 byte \(0xFF\)"),  # an undecodable command-line byte
+        ("重慶\ud800", r"lone surrogate, U\+D800"),  # a JSON "\ud800"
+    ],
+)
+def test_unencodable_questions_and_histories_are_question_errors(fake_assistant, question, message):
+    with pytest.raises(QuestionError, match=message):
+        fake_assistant.ask(question)
+    with pytest.raises(QuestionError, match=message):
+        fake_assistant.ask("And what about them?", history=[(question, "")])
+
+
+@pytest.mark.parametrize(
+    ("question", "language", "words"),
+    [
+        ("重慶は何回イベントを開催しますか？", "ja", "英語または中国語"),
+        ("Сколько мероприятий?", "ru", "английском"),
+    ],
+)
+def test_questions_in_unserved_scripts_get_a_reply_in_their_language(
+    recording_assistant, question, language, words
+):
+    for answer in (recording_assistant.ask(question), list(recording_assistant.ask_stream(question))[-1]):
+        assert (answer.language, answer.answered, answer.citations) == (language, False, ())
+        assert words in answer.text and "English or Chinese" in answer.text
+    assert recording_assistant.embedder.batches == []  # replied before any work
+
+
 def test_multiline_question_is_folded(fake_assistant):
     answer = fake_assistant.ask("How many promotional\nevents will Chongqing host?")
     assert answer.question == "How many promotional events will Chongqing host?"

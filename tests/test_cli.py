@@ -111,6 +111,33 @@ def test_stdin_questions_one_process_and_bad_lines_lose_nothing(tmp_path):
 
 
 @pytest.mark.integration
+def test_undecodable_input_is_reported_line_by_line_and_a_closed_pipe_ends_quietly(tmp_path):
+    env = {**os.environ, "BILINGUAL_QA_INDEX_DIR": str(tmp_path / "index"), "PYTHONPATH": str(ROOT / "app")}
+    cli = [sys.executable, "-m", "bilingual_qa.cli", "ask"]
+    stdin = b"Who translated the article?\n" + b"\xff\xfe bad\n" + "重慶的國際友城有哪些?\n".encode()
+    out = subprocess.run([*cli, "--json"], input=stdin, capture_output=True, env=env, timeout=600)
+    answers = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert [a["language"] for a in answers] == ["en", "zh-Hant"]
+    assert out.returncode == 2 and out.stderr.decode().strip() == (
+        "bilingual-qa: error: line 2 is not valid UTF-8 (byte 0xFF at 0)"
+    )
+    bad = subprocess.run([*cli, os.fsdecode(b"What is \xff?")], capture_output=True, env=env, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.decode().strip() == (
+        "bilingual-qa: error: the question contains an invalid UTF-8 byte (0xFF)"
+    )
+    # The reader has gone (`| head -1` after its line): no traceback, the conventional SIGPIPE status.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        asker = subprocess.run(
+            cli, input=b"Who translated the article?\n", stdout=write_end, stderr=subprocess.PIPE, env=env
+        )
+    finally:
+        os.close(write_end)
+    assert asker.returncode == 141 and asker.stderr == b"", asker.stderr
+
+
+@pytest.mark.integration
 def test_index_prints_stats(tmp_path):
     out = _run(["index", "--json"], tmp_path)
     assert out.returncode == 0, out.stderr

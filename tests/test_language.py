@@ -160,3 +160,26 @@ def test_simplified_text_is_not_read_as_taiwan_usage():
     # tw2sp would turn the mainland's 程序 ("program") into 进程 ("process").
     assert "程序" in lang.normalize("这个程序的界面")
     assert lang.normalize("這個程式") == "这个程序" == lang.normalize("这个程序")
+
+
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("重慶は何回イベントを開催しますか？", "ja"),  # kanji beside kana: Japanese, not Chinese
+        ("重慶市の計画", "ja"),
+        ("重慶은 무엇인가", "ko"),  # hanja beside hangul
+        ("Сколько мероприятий проведет Чунцин?", "ru"),
+        ("Что такое RCEP?", "ru"),
+        ("ما هو الممر؟", "ar"),
+        ("ทางเดินคืออะไร", "th"),
+        ("How many events will Chongqing hold?", None),
+        ("Combien d’événements Chongqing organisera-t-il ?", None),  # Latin script: as English
+        ("重庆将举办多少场推介活动？", None),
+        ("Москва 是什么城市？", None),  # a foreign name in a Chinese question
+        ("What does Ελλάδα mean here?", None),
+        ("ＲＣＥＰ是什么", None),
+        ("???", None),
+    ],
+)
+def test_unserved_scripts_are_named_and_served_ones_are_not(question, language):
+    assert lang.unserved_language(question) == language

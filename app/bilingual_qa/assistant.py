@@ -15,12 +15,13 @@ import numpy as np
 from . import language as lang
 from .answer import Answer, Backend
 from .answering import ExtractiveAnswerer, load_model, load_model_file
-from .chat import REFERENCE, Turn, as_turns, condense, follow_up_cue, is_short
+from .chat import REFERENCE, Turn, as_turns, condense, follow_up_cue, invalid_character, is_short
 from .config import Settings
 from .document import Document, Paragraph
 from .embedding import Embedder, load_embedder
 from .errors import QuestionError
 from .index import Index, open_document
+from .prompts import unserved_reply
 from .retrieval import Retriever
 
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
@@ -168,6 +169,9 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         started = time.perf_counter()
+        unserved = self._unserved(question, started)
+        if unserved is not None:
+            return unserved
         query = self._prepare(question, history)
         if self._generator is not None:
             answer = self._generator.answer(query.standalone, query.language, self._search(query))
@@ -201,8 +205,28 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         started = time.perf_counter()
+        unserved = self._unserved(question, started)
+        if unserved is not None:
+            return iter((unserved.text, unserved))
         query = self._prepare(question, history)
         return self._stream(query, started)
+
+    def _unserved(self, question: object, started: float) -> Answer | None:
+        """The reply to a valid question in a script other than Latin or Han (it is not answered)."""
+        text = self.validate(question)
+        language = lang.unserved_language(text)
+        if language is None:
+            return None
+        # Not answered, and said so in the asker's language: a Japanese question with kanji
+        # must not get a Chinese answer, nor a Russian one a false "the document does not say".
+        return Answer(
+            question=text,
+            text=unserved_reply(language),
+            language=language,
+            answered=False,
+            citations=(),
+            seconds=round(time.perf_counter() - started, 4),
+        )
 
     def _stream(self, query: _Query, started: float) -> Iterator[str | Answer]:
         if self._generator is not None:
@@ -351,6 +375,9 @@ class Assistant:
         limit = self.settings.max_question_chars
         if len(text) > limit:
             raise QuestionError(f"the question is too long: {len(text)} characters (limit {limit})")
+        invalid = invalid_character(text)
+        if invalid:
+            raise QuestionError(f"the question contains {invalid}")
         bad = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS]
         if bad:
             raise QuestionError(f"the question contains a control character (U+{ord(bad[0]):04X})")

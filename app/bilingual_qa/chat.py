@@ -85,9 +85,28 @@ def _turn(item: object, max_chars: int) -> Turn:
         raise QuestionError("history items must be (question, answer) pairs or Turn objects")
     if not isinstance(question, str) or not isinstance(answer, str):
         raise QuestionError("history questions and answers must be text")
+    invalid = invalid_character(question) or invalid_character(answer)
+    if invalid:
+        raise QuestionError(f"the history contains {invalid}")
     if len(question) > max_chars or len(answer) > max_chars:
         return Turn(question[-max_chars:], answer[-max_chars:])
     return item if isinstance(item, Turn) else Turn(question, answer)
+
+
+def invalid_character(text: str) -> str | None:
+    """What makes ``text`` unencodable, if anything: an invalid UTF-8 byte or a lone surrogate.
+
+    Python keeps undecodable bytes of a command line as lone surrogates (U+DC80..U+DCFF);
+    JSON may carry any lone surrogate ("\\ud800"). Neither can be encoded, so neither may
+    reach the model, the log or the output.
+    """
+    for ch in text:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            if 0xDC80 <= code <= 0xDCFF:
+                return f"an invalid UTF-8 byte (0x{code - 0xDC00:02X})"
+            return f"an invalid character (a lone surrogate, U+{code:04X})"
+    return None
 
 
 def follow_up_cue(question: str) -> str | None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ENGINES
-from .errors import BilingualQAError
+from .errors import BilingualQAError, QuestionError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    # Whatever a document's name or a message holds, printing it must not fail.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`bilingual-qa ask - < questions | head -1`): stop quietly. Python
+        # would complain again flushing stdout at exit, so it is pointed at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
@@ -228,12 +246,14 @@ def _ask(args: argparse.Namespace) -> int:
         print(f"bilingual-qa: error: {raise_usage}", file=sys.stderr)
         return 2
     bot = _assistant(args)
-    questions = (line.rstrip("\n") for line in sys.stdin) if from_stdin else iter([args.question])
+    questions = _stdin_lines() if from_stdin else iter([args.question])
     status = 0
     for question in questions:
-        if from_stdin and not question.strip():
+        if from_stdin and isinstance(question, str) and not question.strip():
             continue
         try:
+            if isinstance(question, BilingualQAError):
+                raise question
             answer = bot.ask(question)
         except BilingualQAError as exc:
             if not from_stdin:
@@ -249,6 +269,17 @@ def _ask(args: argparse.Namespace) -> int:
             if from_stdin:
                 print(flush=True)
     return status
+
+
+def _stdin_lines() -> Iterator[str | QuestionError]:
+    """Questions on stdin, one per line; a line that is not UTF-8 comes as the error saying so."""
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            yield QuestionError(
+                f"line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02X} at {exc.start})"
+            )
 
 
 def _format(answer) -> str:

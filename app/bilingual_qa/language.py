@@ -305,6 +305,55 @@ def anchors(text: str) -> set[str]:
     return {a.rstrip(".") for a in found if a}
 
 
+# The language a question in a script the product does not serve is most likely in, for
+# replying in it: by Unicode script (the first word of a character's name).
+_SCRIPT_LANGUAGES = {
+    "HIRAGANA": "ja", "KATAKANA": "ja", "HANGUL": "ko", "CYRILLIC": "ru", "ARABIC": "ar", "THAI": "th",
+    "GREEK": "el", "HEBREW": "he", "DEVANAGARI": "hi", "BENGALI": "bn", "TAMIL": "ta", "ARMENIAN": "hy",
+    "GEORGIAN": "ka", "ETHIOPIC": "am", "KHMER": "km", "LAO": "lo", "MYANMAR": "my", "SINHALA": "si",
+}  # fmt: skip
+_WIDTH_PREFIXES = ("HALFWIDTH", "FULLWIDTH")
+
+
+def unserved_language(text: str) -> str | None:
+    """The language of a question written in a script other than Latin and Han, else None.
+
+    Questions are answered in English (any Latin script) or Chinese. Kana marks Japanese and
+    hangul Korean even beside Han characters (kanji, hanja), which would otherwise pass for
+    Chinese; any other script is unserved when most of the letters are in it. Returns an
+    ISO 639-1 code ("ja", "ko", "ru", …) or "und" for a script without one here.
+    """
+    counts: dict[str, int] = {}  # letters per script
+    words: dict[str, int] = {}  # runs of letters per script
+    previous = None
+    for ch in text:
+        if not ch.isalpha():
+            previous = None
+            continue
+        if is_cjk(ch):
+            script = "HAN"
+        elif ch.isascii():
+            script = "LATIN"
+        else:
+            name = unicodedata.name(ch, "UNKNOWN").split()
+            script = name[1] if name[0] in _WIDTH_PREFIXES and len(name) > 1 else name[0]
+        counts[script] = counts.get(script, 0) + 1
+        if script != previous:
+            words[script] = words.get(script, 0) + 1
+        previous = script
+    letters = sum(counts.values())
+    for scripts, code in ((("HIRAGANA", "KATAKANA"), "ja"), (("HANGUL",), "ko")):
+        n = sum(counts.get(s, 0) for s in scripts)
+        if n >= 2 or (n and n * 10 >= letters):
+            return code
+    # On question_language's scale: a Han character weighs two thirds of a word.
+    served = counts.get("HAN", 0) / 1.5 + words.get("LATIN", 0)
+    others = {s: n for s, n in words.items() if s not in ("HAN", "LATIN")}
+    if others and sum(others.values()) > served:
+        return _SCRIPT_LANGUAGES.get(max(others, key=others.__getitem__), "und")
+    return None
+
+
 def question_language(text: str, default_script: str = HANT) -> str:
     """The language an answer to ``text`` should use: "en", "zh-Hant" or "zh-Hans".
 

@@ -21,7 +21,7 @@ def prompts_dir() -> Path:
 
 @cache
 def messages(language: str) -> dict[str, str]:
-    """Localized answerer messages for ``language`` ("en", "zh-Hant" or "zh-Hans").
+    """Localized answerer messages for ``language`` ("en", "zh-Hant", "zh-Hans"; or "unserved").
 
     Raises:
         ConfigError: the messages file is missing, malformed or lacks the language.
@@ -34,6 +34,16 @@ def messages(language: str) -> dict[str, str]:
     if language not in table:
         raise ConfigError(f"{path} has no messages for {language}")
     return dict(table[language])
+
+
+def unserved_reply(language: str) -> str:
+    """The reply to a question in a script the product does not serve, in ``language`` if it has one.
+
+    Raises:
+        ConfigError: the messages file is missing, malformed or lacks the [unserved] table.
+    """
+    replies = messages("unserved")
+    return replies.get(language) or replies["und"]
 
 
 @cache
