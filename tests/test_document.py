@@ -1,8 +1,15 @@
+import os
 from pathlib import Path
 
 import pytest
 
-from bilingual_qa.document import parse_document, read_document, split_paragraphs, split_sentences
+from bilingual_qa.document import (
+    MAX_DOCUMENT_BYTES,
+    parse_document,
+    read_document,
+    split_paragraphs,
+    split_sentences,
+)
 from bilingual_qa.errors import DocumentError
 
 
@@ -148,3 +155,54 @@ def test_split_sentences_reads_each_character_a_bounded_number_of_times(unit):
     sentences = split_sentences(text)
     assert sentences and _CountingText.touched <= 40 * len(text)
     assert all(str.__getitem__(text, slice(s.start, s.end)) == s.text for s in sentences)
+
+
+def _bad_documents(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """Each bad document, and the one-line message it must get."""
+    cases: dict[str, tuple[Path, str]] = {}
+
+    def case(name: str, path: Path, message: str) -> None:
+        cases[name] = (path, message)
+
+    case("missing", tmp / "missing.txt", "document not found")
+    (tmp / "folder.txt").mkdir()
+    case("directory", tmp / "folder.txt", "is a directory")
+    os.mkfifo(tmp / "pipe.txt")
+    case("fifo", tmp / "pipe.txt", "not a regular file (a named pipe)")
+    case("dev-zero", Path("/dev/zero"), "not a regular file (a character device)")
+    case("dev-urandom", Path("/dev/urandom"), "not a regular file (a character device)")
+    (tmp / "loop-a.txt").symlink_to(tmp / "loop-b.txt")
+    (tmp / "loop-b.txt").symlink_to(tmp / "loop-a.txt")
+    case("symlink-loop", tmp / "loop-a.txt", "symbolic link loop")
+    case("long-name", tmp / ("重" * 90 + ".txt"), "file name is too long")
+    (tmp / "report.pdf").write_bytes(b"%PDF-1.7 ...")
+    case("pdf", tmp / "report.pdf", "is a .pdf file; give a UTF-8 .txt or .md document")
+    (tmp / "README").write_text("text")
+    case("no-suffix", tmp / "README", "is a file without a suffix")
+    (tmp / "utf16.txt").write_bytes("Chongqing will hold events.\n重慶。\n".encode("utf-16-le"))
+    case("utf16-no-bom", tmp / "utf16.txt", "looks like UTF-16 text without a byte order mark")
+    (tmp / "late-nul.txt").write_bytes(b"Chongqing.\n" * 1000 + b"a\x00b\n")
+    case("late-nul", tmp / "late-nul.txt", "contains a NUL character (line 1001)")
+    (tmp / "latin1.txt").write_bytes("Café crème.".encode("latin-1"))
+    case("latin1", tmp / "latin1.txt", "is not valid UTF-8 (byte 3)")
+    (tmp / "empty.txt").write_bytes(b"\n \n")
+    case("empty", tmp / "empty.txt", "contains no text")
+    with open(tmp / "huge.txt", "wb") as f:  # sparse: claims its size honestly, costs no disk
+        f.truncate(MAX_DOCUMENT_BYTES + 1)
+    case("too-large", tmp / "huge.txt", "document is too large")
+    return cases
+
+
+def test_bad_documents_get_one_line_document_errors(tmp_path):
+    for name, (path, message) in _bad_documents(tmp_path).items():
+        with pytest.raises(DocumentError) as caught:
+            read_document(path)
+        assert message in str(caught.value) and "\n" not in str(caught.value), name
+
+
+def test_a_byte_order_mark_says_how_a_document_is_encoded(tmp_path):
+    text = "Chongqing will hold events.\n重慶將舉辦活動。\n"
+    for encoding in ("utf-16", "utf-32", "utf-8-sig"):
+        path = tmp_path / f"{encoding}.txt"
+        path.write_bytes(text.encode(encoding))
+        assert [p.text for p in read_document(path).paragraphs] == text.split("\n")[:2], encoding

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
+import errno
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -159,23 +163,77 @@ _MARKDOWN_PREFIX = re.compile(r"^\s{0,3}(?:#{1,6}\s+|>\s?|[-*+]\s+|\d{1,3}[.)]\s
 def read_bytes(path: str | Path | None = None) -> tuple[str, bytes]:
     """The file name and bytes of a document; ``None`` is the embedded default document.
 
+    Only a regular ``.txt``/``.md`` file is read, and never more than
+    :data:`MAX_DOCUMENT_BYTES` + 1 bytes whatever its size claims (``/dev/zero`` claims 0).
+    It is opened without blocking, so a FIFO is refused rather than waited on forever.
+
     Raises:
-        DocumentError: the file is missing, a directory, too large or unreadable.
+        DocumentError: the path is not a readable regular file with a supported suffix, or
+            the file is too large; the message says which, in one line.
     """
-    file = DEFAULT_DOCUMENT if path is None else Path(path).expanduser()
-    if not file.exists():
-        raise DocumentError(f"document not found: {file}")
-    if file.is_dir():
-        raise DocumentError(f"document is a directory, not a file: {file}")
+    if path is None:
+        file = DEFAULT_DOCUMENT
+    elif isinstance(path, str | os.PathLike):
+        file = Path(path).expanduser()
+    else:
+        raise DocumentError(f"a document path must be text, not {type(path).__name__}")
     try:
-        size = file.stat().st_size
-        if size > MAX_DOCUMENT_BYTES:
-            raise DocumentError(
-                f"document is too large: {size / 2**20:.1f} MiB (limit {MAX_DOCUMENT_BYTES // 2**20} MiB)"
-            )
-        return file.name, file.read_bytes()
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise DocumentError(f"cannot read document {file}: {exc.strerror or exc}") from None
+        raise DocumentError(_os_error(exc, file)) from None
+    except ValueError:  # a NUL in the path
+        raise DocumentError("the document path contains a NUL character") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise DocumentError(f"document is a directory, not a file: {file}")
+        if not stat.S_ISREG(info.st_mode):
+            raise DocumentError(f"document is not a regular file (a {_file_kind(info.st_mode)}): {file}")
+        if file.suffix.lower() not in SUFFIXES:
+            kind = f"a {file.suffix} file" if file.suffix else "a file without a suffix"
+            raise DocumentError(f"{file.name} is {kind}; give a UTF-8 .txt or .md document")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        total = 0
+        while total <= MAX_DOCUMENT_BYTES:
+            chunk = os.read(fd, min(1 << 20, MAX_DOCUMENT_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise DocumentError(_os_error(exc, file)) from None
+    finally:
+        os.close(fd)
+    if total > MAX_DOCUMENT_BYTES:
+        raise DocumentError(f"document is too large: over {MAX_DOCUMENT_BYTES // 2**20} MiB: {file}")
+    return file.name, b"".join(chunks)
+
+
+def _os_error(exc: OSError, file: Path) -> str:
+    """One line saying why ``file`` could not be opened or read."""
+    reasons = {
+        errno.ENOENT: "document not found",
+        errno.ELOOP: "the document path is a symbolic link loop",
+        errno.EACCES: "permission denied reading the document (or a folder on its path)",
+        errno.EPERM: "permission denied reading the document",
+        errno.ENAMETOOLONG: "the document's file name is too long (over 255 bytes)",
+        errno.ENOTDIR: "a part of the document path is not a folder",
+        errno.EISDIR: "document is a directory, not a file",
+    }
+    reason = reasons.get(exc.errno or 0)
+    if reason is None:
+        return f"cannot read document {file}: {exc.strerror or exc}"
+    return f"{reason}: {file}"
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, for a message."""
+    for test, kind in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):  # fmt: skip
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
@@ -209,14 +267,7 @@ def parse_document(
     Raises:
         DocumentError: the bytes are binary, not UTF-8, or contain no text.
     """
-    if b"\x00" in data[:8192]:
-        raise DocumentError(f"{name} looks binary (it contains NUL bytes); give a UTF-8 .txt or .md file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(
-            f"{name} is not valid UTF-8 (byte {exc.start}); save it as UTF-8 and try again"
-        ) from None
+    text = _decode(data, name)
     blocks = split_paragraphs(text)
     if not blocks:
         raise DocumentError(f"{name} contains no text")
@@ -228,6 +279,47 @@ def parse_document(
         for i, (block, language) in enumerate(zip(blocks, languages, strict=True), start=1)
     )
     return Document(name=name, sha256=sha256_bytes(data), paragraphs=paragraphs)
+
+
+# Byte order marks that say how a text is encoded (UTF-32's before UTF-16's: FF FE 00 00 begins both).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)  # fmt: skip
+
+
+def _decode(data: bytes, name: str) -> str:
+    """The text of a document: UTF-8 (BOM or not), or UTF-16/32 when a BOM says so.
+
+    Raises:
+        DocumentError: the bytes are not valid in that encoding or hold a NUL character.
+    """
+    encoding = next((codec for bom, codec in _BOMS if data.startswith(bom)), "utf-8-sig")
+    if encoding == "utf-8-sig" and _looks_utf16(data[:4096]):
+        raise DocumentError(
+            f"{name} looks like UTF-16 text without a byte order mark (every other byte is NUL);"
+            " save it as UTF-8"
+        )
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        label = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
+        if b"\x00" in data[:8192]:
+            raise DocumentError(f"{name} looks binary (NUL bytes, not valid {label}); give a text file")
+        raise DocumentError(
+            f"{name} is not valid {label} (byte {exc.start}); save it as UTF-8 and try again"
+        ) from None
+    nul = text.find("\x00")
+    if nul != -1:
+        line = text.count("\n", 0, nul) + 1
+        raise DocumentError(f"{name} contains a NUL character (line {line}): it looks binary, not text")
+    return text
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """Whether NUL is most of the even or of the odd bytes: UTF-16 of mostly ASCII text."""
+    half = len(head) // 2
+    return half >= 4 and max(head[0::2].count(0), head[1::2].count(0)) > half * 0.6
 
 
 def _document_script(blocks: list[str]) -> str:
