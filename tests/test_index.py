@@ -56,13 +56,24 @@ def _corrupt(folder: Path, how: str) -> None:
         m = json.loads((folder / MANIFEST).read_text())
         m["document_sha256"] = "0" * 64
         (folder / MANIFEST).write_text(json.dumps(m))
+    elif how == "flipped-bit":  # "en" -> "el" in P1's label, the checksum left as it was
+        text = (folder / MANIFEST).read_text()
+        (folder / MANIFEST).write_text(text.replace('"en"', '"el"', 1))
     elif how == "garbage-everywhere":
         for f in folder.iterdir():
             f.write_bytes(os.urandom(64))
 
 
 @pytest.mark.parametrize(
-    "how", ["truncated-vectors", "missing-faiss", "garbage-manifest", "other-document", "garbage-everywhere"]
+    "how",
+    [
+        "truncated-vectors",
+        "missing-faiss",
+        "garbage-manifest",
+        "other-document",
+        "flipped-bit",
+        "garbage-everywhere",
+    ],
 )
 def test_broken_index_is_detected_and_rebuilt(settings, fake_embedder, how):
     doc = read_document()
@@ -254,3 +265,55 @@ def test_a_build_with_progress_encodes_in_chunks_and_gives_the_same_index(fake_e
     assert reported == sorted(reported) and reported[-1] == 1.0 and len(reported) == fake_embedder.calls - 1
     assert np.array_equal(whole.sentence_vectors, chunked.sentence_vectors)
     assert whole.document == chunked.document
+
+
+@pytest.mark.parametrize("label", ["el", "zh-Hant", "und"])
+def test_a_relabelled_paragraph_is_caught_even_with_a_recomputed_checksum(settings, fake_embedder, label):
+    from bilingual_qa.index import _manifest_digest, open_document
+
+    clean = open_document(None, settings, fake_embedder)
+    manifest = json.loads((clean.path / MANIFEST).read_text())
+    assert manifest["languages"][0] == "en"
+    manifest["languages"][0] = label
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (clean.path / MANIFEST).write_text(json.dumps(manifest))
+    reopened = open_document(None, settings, fake_embedder)
+    assert [p.language for p in reopened.document.paragraphs] == [
+        p.language for p in clean.document.paragraphs
+    ]
+    assert json.loads((clean.path / MANIFEST).read_text())["languages"][0] == "en"  # rebuilt
+    assert _hits(reopened, fake_embedder) == _hits(clean, fake_embedder)
+
+
+def test_stale_temporary_folders_are_removed_and_fresh_ones_kept(settings, fake_embedder):
+    import time as clock
+
+    from bilingual_qa.index import STALE_SECONDS
+
+    settings.index_dir.mkdir(parents=True)
+    stale, fresh = settings.index_dir / ".tmp-doc-abc", settings.index_dir / ".tmp-doc-def"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / VECTORS).write_bytes(b"partial")
+    old = clock.time() - STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    open_index(read_document(), fake_embedder, settings)
+    assert not stale.exists() and fresh.exists()  # a save in progress elsewhere is left alone
+
+
+def test_old_versions_of_a_document_are_pruned(tmp_path, fake_embedder):
+    from bilingual_qa.config import Settings
+    from bilingual_qa.document import parse_document
+
+    settings = Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", index_versions=2)
+    folders = []
+    for version in range(4):
+        doc = parse_document(
+            f"Version {version} of the report.\n第{version}版報告。\n".encode(), name="report.txt"
+        )
+        folders.append(open_index(doc, fake_embedder, settings).path)
+    kept = sorted(p for p in settings.index_dir.iterdir() if p.is_dir())
+    assert kept == sorted(folders[-2:])
+    other = parse_document(b"Another document.\n", name="other.txt")
+    open_index(other, fake_embedder, settings)
+    assert set(folders[-2:]) <= set(settings.index_dir.iterdir())  # other names are not versions of it

@@ -65,6 +65,9 @@ class Settings:
     index_dir: Path = field(default_factory=_default_index_dir)
     threads: int = field(default_factory=_default_threads)
     top_k: int = 4
+    # Index folders kept per document name and model: an edited document gets a new one, and
+    # the least recently used beyond this many are removed.
+    index_versions: int = 3
     max_question_chars: int = 2000
     # The embedding model reads 512 tokens (e5); a question beyond that is refused, not
     # silently cut, and longer texts (condensed questions, passages) are embedded in windows.
@@ -98,8 +101,8 @@ class Settings:
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(str(value)).expanduser())
         for name in (
-            "threads", "top_k", "max_question_chars", "max_question_tokens", "max_history_turns",
-            "upload_cache_mb", "session_minutes", "max_answer_sentences", "batch_size",
+            "threads", "top_k", "index_versions", "max_question_chars", "max_question_tokens",
+            "max_history_turns", "upload_cache_mb", "session_minutes", "max_answer_sentences", "batch_size",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting {name} must be at least 1, got {getattr(self, name)}")

@@ -262,7 +262,8 @@ def parse_document(
 ) -> Document:
     """Parse document bytes (UTF-8 text or Markdown) into a :class:`Document`.
 
-    ``languages``, when it has one label per paragraph, is used instead of detection.
+    ``languages``, when it has one label per paragraph and each fits its paragraph (see
+    :func:`~bilingual_qa.language.language_fits`), is used instead of detection.
 
     Raises:
         DocumentError: the bytes are binary, not UTF-8, or contain no text.
@@ -271,8 +272,13 @@ def parse_document(
     blocks = split_paragraphs(text)
     if not blocks:
         raise DocumentError(f"{name} contains no text")
-    if languages is None or len(languages) != len(blocks):
-        default_script = _document_script(blocks)
+    default_script = _document_script(blocks)
+    if languages is not None and (
+        len(languages) != len(blocks)
+        or not all(lang.language_fits(b, x, default_script) for b, x in zip(blocks, languages, strict=False))
+    ):
+        languages = None  # recorded for another text, or tampered with: detect them again
+    if languages is None:
         languages = [lang.detect_language(b, seed=seed, default_script=default_script) for b in blocks]
     paragraphs = tuple(
         Paragraph(id=f"P{i}", language=language, text=block, sentences=tuple(split_sentences(block)))
@@ -305,7 +311,8 @@ def _decode(data: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         label = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
         if b"\x00" in data[:8192]:
-            raise DocumentError(f"{name} looks binary (NUL bytes, not valid {label}); give a text file")
+            message = f"{name} looks binary (NUL bytes, not valid {label}); give a text file"
+            raise DocumentError(message) from None
         raise DocumentError(
             f"{name} is not valid {label} (byte {exc.start}); save it as UTF-8 and try again"
         ) from None

@@ -39,7 +39,7 @@ from .files import exclusive_lock, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npz"
 TWINS = "twins.json"
@@ -277,15 +277,40 @@ def _folder(settings: Settings, name: str, sha256: str, model_id: str) -> Path:
     return settings.index_dir / f"{stem}-{sha256[:12]}-{model_hash}"
 
 
+def _manifest_digest(manifest: dict) -> str:
+    """The checksum a manifest carries of itself (every key but the checksum, canonical JSON)."""
+    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return sha256_bytes(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+
+
+def read_manifest(folder: Path) -> dict:
+    """An index folder's manifest, verified against the checksum it carries.
+
+    Raises:
+        IndexStoreError: the manifest is missing, unreadable, malformed or altered.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise IndexStoreError(f"unreadable manifest in {folder}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise IndexStoreError(f"malformed manifest in {folder}")
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise IndexStoreError(f"altered manifest in {folder}: it does not match its own checksum")
+    return manifest
+
+
 def _recorded_languages(folder: Path) -> list[str] | None:
     """The paragraph languages an existing index's manifest recorded, if any.
 
     Detecting languages loads langdetect's profiles; a document indexed before needs none
-    of that. Only a hint: the index itself is still verified when it is loaded.
+    of that. Only a hint: the manifest must match its checksum, each label must fit its
+    paragraph (:func:`~bilingual_qa.document.parse_document` checks), and the index itself is
+    still verified when it is loaded.
     """
     try:
-        languages = json.loads((folder / MANIFEST).read_text("utf-8"))["languages"]
-    except (OSError, ValueError, KeyError, TypeError):
+        languages = read_manifest(folder).get("languages")
+    except IndexStoreError:
         return None
     ok = isinstance(languages, list) and all(isinstance(x, str) for x in languages)
     return languages if ok else None
@@ -342,9 +367,10 @@ def open_index(
         ModelError: building needed the embedder and it failed.
     """
     folder = index_folder(settings, document, embedder.model_id)
+    tidy(folder.parent)
     if folder.exists():
         try:
-            return load_index(folder, document, embedder.model_id, settings.vector_store)
+            return _used(load_index(folder, document, embedder.model_id, settings.vector_store))
         except IndexStoreError as exc:
             log.warning("rebuilding index: %s", exc)
     # Builders of the same document (threads, processes) take turns: the first builds, the
@@ -354,15 +380,72 @@ def open_index(
     with exclusive_lock(folder.parent / f".{folder.name}.lock") as locked:
         if locked and folder.exists():
             try:
-                return load_index(folder, document, embedder.model_id, settings.vector_store)
+                return _used(load_index(folder, document, embedder.model_id, settings.vector_store))
             except IndexStoreError as exc:
                 log.warning("rebuilding index: %s", exc)
         index = build_index(document, embedder, settings.vector_store, progress)
         try:
-            return save_index(index, folder)
+            saved = save_index(index, folder)
         except IndexStoreError as exc:
             log.warning("index kept in memory only: %s", exc)
             return index
+    prune(folder, settings.index_versions)
+    return saved
+
+
+#: A ``.tmp-*`` or ``.old-*`` folder this old is debris of a killed process: saving an index
+#: takes seconds (the build before it happens in memory).
+STALE_SECONDS = 600
+
+
+def tidy(index_dir: Path) -> list[Path]:
+    """Remove the temporary folders a killed save left in ``index_dir``; returns them."""
+    removed = []
+    try:
+        entries = list(index_dir.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        try:
+            stale = entry.name.startswith((".tmp-", ".old-")) and now - entry.stat().st_mtime > STALE_SECONDS
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    if removed:
+        log.info("removed %d stale temporary index folder(s) from %s", len(removed), index_dir)
+    return removed
+
+
+def prune(folder: Path, keep: int) -> list[Path]:
+    """Keep the ``keep`` most recently used indexes of ``folder``'s document name and model; remove the rest.
+
+    An edited document gets a new index folder (its name carries the content hash), so
+    without pruning every saved version would stay. Returns the folders removed.
+    """
+    stem, _, model_hash = folder.name.rpartition("-")
+    stem = stem.rpartition("-")[0]
+    pattern = re.compile(rf"{re.escape(stem)}-[0-9a-f]{{12}}-{re.escape(model_hash)}")
+    try:
+        versions = [e for e in folder.parent.iterdir() if e.is_dir() and pattern.fullmatch(e.name)]
+        versions.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    except OSError:
+        return []
+    removed = [v for v in versions if v != folder][max(0, keep - 1) :]
+    for version in removed:
+        shutil.rmtree(version, ignore_errors=True)
+        (version.parent / f".{version.name}.lock").unlink(missing_ok=True)
+    return removed
+
+
+def _used(index: Index) -> Index:
+    """Mark an index folder as just used (its mtime orders :func:`prune`)."""
+    if index.path is not None:
+        with contextlib.suppress(OSError):
+            os.utime(index.path)
+    return index
 
 
 def save_index(index: Index, folder: Path) -> Index:
@@ -401,6 +484,7 @@ def save_index(index: Index, folder: Path) -> Index:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {name: sha256_file(tmp / name) for name in (VECTORS, TWINS, store_file)},
         }
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _replace_dir(tmp, folder)
     except OSError as exc:
@@ -440,12 +524,7 @@ def load_index(folder: Path, document: Document, model_id: str, vector_store: st
     Raises:
         IndexStoreError: missing files, bad checksums, another document, model, store or format.
     """
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise IndexStoreError(f"unreadable manifest in {folder}: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise IndexStoreError(f"malformed manifest in {folder}")
+    manifest = read_manifest(folder)
     expected = {
         "format_version": FORMAT_VERSION,
         "pipeline": PIPELINE_VERSION,

@@ -121,18 +121,10 @@ def detect_language(text: str, seed: int = 0, default_script: str = HANT) -> str
     strings such as "Source/CQNEWS"); Latin text is English unless langdetect,
     seeded for determinism, is confident of another language on enough text.
     """
-    ratio = cjk_ratio(text)
-    if ratio >= CHINESE_SHARE:
-        return chinese_script(text, default_script)
-    # Chinese prose full of Latin codes and names ("支援各種編碼，包括 ISO-8859-1、EUC-JP…")
-    # stays Chinese unless its Latin part reads as English prose.
-    if sum(1 for ch in text if is_cjk(ch)) >= _CHINESE_PROSE_CHARS and not _clearly_english(text):
-        return chinese_script(text, default_script)
+    decided = _rule_language(text, default_script)
+    if decided is not None:
+        return decided
     letters = sum(ch.isalpha() for ch in text)
-    if letters == 0:
-        return UNKNOWN
-    if letters < 40 or _clearly_english(text):
-        return EN
     from langdetect.lang_detect_exception import LangDetectException
 
     latin = sum(1 for ch in text if ch.isalpha() and _is_latin(ch)) >= 0.9 * letters
@@ -149,6 +141,36 @@ def detect_language(text: str, seed: int = 0, default_script: str = HANT) -> str
     if best.lang != "en" and not best.lang.startswith("zh") and best.prob >= 0.9:
         return best.lang
     return EN
+
+
+def _rule_language(text: str, default_script: str) -> str | None:
+    """The language :func:`detect_language`'s rules give ``text``, or None when langdetect must decide."""
+    ratio = cjk_ratio(text)
+    if ratio >= CHINESE_SHARE:
+        return chinese_script(text, default_script)
+    # Chinese prose full of Latin codes and names ("支援各種編碼，包括 ISO-8859-1、EUC-JP…")
+    # stays Chinese unless its Latin part reads as English prose.
+    if sum(1 for ch in text if is_cjk(ch)) >= _CHINESE_PROSE_CHARS and not _clearly_english(text):
+        return chinese_script(text, default_script)
+    letters = sum(ch.isalpha() for ch in text)
+    if letters == 0:
+        return UNKNOWN
+    if letters < 40 or _clearly_english(text):
+        return EN
+    return None
+
+
+def language_fits(text: str, label: str, default_script: str = HANT) -> bool:
+    """Whether a recorded language ``label`` is the one :func:`detect_language` gives ``text``.
+
+    Checked with the rules alone (no langdetect): a label the rules contradict does not fit;
+    where only langdetect could tell, any label but Chinese and "und" fits (the manifest's
+    checksum guards those).
+    """
+    decided = _rule_language(text, default_script)
+    if decided is not None:
+        return label == decided
+    return not is_chinese(label) and label != UNKNOWN
 
 
 # Han characters that make a paragraph Chinese prose whatever its share of Latin codes and names
