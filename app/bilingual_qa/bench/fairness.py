@@ -199,9 +199,17 @@ def fairness(ctx: object) -> None:
         fallback: list[float] = []
         reasons: list[str] = []
 
+        def answerable() -> str:
+            # The LLM is asked only when the document answers (else the refusal is immediate).
+            while True:
+                question = ctx.next_questions("en", 1)[0]  # type: ignore[attr-defined]
+                if bot.ask(question).answered:
+                    return question
+
         def stalled() -> None:
+            question = answerable()
             t = time.perf_counter()
-            answer = llm_bot.ask(ctx.next_questions("en", 1)[0])  # type: ignore[attr-defined]
+            answer = llm_bot.ask(question)
             fallback.append(time.perf_counter() - t)
             reasons.append(f"{answer.backend}/{answer.fallback_reason}")
 
