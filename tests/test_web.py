@@ -648,6 +648,216 @@ def test_the_body_limit_comes_before_the_password(fake_assistant):
         running.close()
 
 
+# --- with a password: failed logins are limited, Gradio's open routes need the login ------------
+
+RIGHT = {"username": "ann", "password": "s3cret"}
+WRONG = {"username": "ann", "password": "guess"}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failure_limiter_counts_each_client_in_its_own_window():
+    from bilingual_qa.web import FailureLimiter
+
+    clock = FakeClock()
+    limiter = FailureLimiter(max_failures=3, window=60.0, clock=clock)
+    for _ in range(3):
+        assert limiter.attempt("a") is not None
+        clock.now += 1
+    assert limiter.attempt("a") is None  # at the limit: refused, and not counted
+    assert limiter.retry_after("a") == pytest.approx(57.0)  # until the oldest is a window old
+    # Another client is counted on its own.
+    assert limiter.retry_after("b") == 0
+    stamp = limiter.attempt("b")
+    assert stamp is not None
+    limiter.forgive("b", stamp)  # it succeeded: it does not count
+    assert "b" not in limiter._failures
+    clock.now += 56.9
+    assert limiter.attempt("a") is None
+    clock.now += 0.2  # the first failure is out of the window: one more try
+    assert limiter.retry_after("a") == 0 and limiter.attempt("a") is not None
+    assert limiter.attempt("a") is None
+    clock.now += 61
+    assert limiter.retry_after("a") == 0 and len(limiter) == 0  # all forgotten
+
+
+def test_failure_limiter_memory_is_bounded():
+    from bilingual_qa.web import FailureLimiter
+
+    clock = FakeClock()
+    limiter = FailureLimiter(max_failures=2, window=60.0, max_clients=3, clock=clock)
+    for key in ("a", "b", "c", "d"):
+        limiter.attempt(key)
+        limiter.attempt(key)
+        assert len(limiter._failures[key]) == 2  # never more than max_failures each
+    assert len(limiter) == 3 and "a" not in limiter._failures  # the least recently failed went
+    clock.now += 30
+    limiter.attempt("b")  # refused (at its limit), and "b" stays the oldest
+    limiter.attempt("e")
+    assert list(limiter._failures) == ["c", "d", "e"]
+    clock.now += 31  # c and d's failures are out of the window: dropped on the next attempt
+    limiter.attempt("f")
+    assert list(limiter._failures) == ["e", "f"]
+
+
+@pytest.mark.parametrize(
+    ("client", "key"),
+    [
+        (("203.0.113.7", 5000), "203.0.113.7"),
+        (("2001:db8:1:2:aaaa::1", 5000), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:bbbb::9", 5000), "2001:db8:1:2::/64"),  # one host's /64: one key
+        (("::ffff:198.51.100.4", 5000), "198.51.100.4"),
+        (None, "unknown"),
+    ],
+)
+def test_a_client_is_its_address_from_the_scope(client, key):
+    from bilingual_qa.web import client_key
+
+    headers = [(b"x-forwarded-for", b"192.0.2.1")]  # not read
+    assert client_key({"type": "http", "client": client, "headers": headers}) == key
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "guarded"),
+    [
+        ("POST", "/gradio_api/cancel", True),
+        ("POST", "/gradio_api/reset", True),
+        ("POST", "/gradio_api/reset/", True),
+        ("POST", "/gradio_api/stream/abc/close", True),
+        ("POST", "/gradio_api/queue/join", True),  # Gradio checks it too: checked twice, same answer
+        ("GET", "/gradio_api/heartbeat/abc", True),
+        ("GET", "/gradio_api/stream/s/r/1/playlist.m3u8", True),
+        ("GET", "/gradio_api/run-history/buckets", True),
+        ("GET", "/gradio_api/startup-events", False),  # Gradio's launch() calls it, without a cookie
+        ("GET", "/gradio_api/queue/data", False),  # Gradio checks the login itself
+        ("POST", "/login", False),
+        ("GET", "/", False),
+        ("OPTIONS", "/gradio_api/cancel", False),  # CORS preflight
+    ],
+)
+def test_which_routes_need_the_login(method, route, guarded):
+    from bilingual_qa.web import needs_login
+
+    assert needs_login(method, route) is guarded
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web-auth")
+    settings = Settings(index_dir=tmp / "index", cache_dir=tmp / "cache", answer_threshold=0.0)
+    running, _ = _start(
+        Assistant(settings=settings, embedder=FakeEmbedder()), stream_delay=0, auth=("ann", "s3cret")
+    )
+    yield running
+    running.close()
+
+
+def _from_address(address: str):
+    """An HTTP client whose connections come from ``address`` (another loopback address: another client)."""
+    import httpx
+
+    try:
+        with socket.socket() as sock:
+            sock.bind((address, 0))
+    except OSError:
+        pytest.skip(f"cannot connect from {address} here")
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def test_failed_logins_are_limited_per_client(fake_assistant):
+    import httpx
+
+    from bilingual_qa.web import LOGIN_FAILURES, LOGIN_WINDOW
+
+    assert (LOGIN_FAILURES, LOGIN_WINDOW) == (5, 60.0)
+    running, _ = _start(fake_assistant, stream_delay=0, auth=("ann", "s3cret"))  # a limiter of its own
+    login = running.url + "login"
+    try:
+        with httpx.Client(timeout=30) as ann:
+            assert ann.post(login, data=RIGHT).status_code == 200  # successes do not count
+            for _ in range(LOGIN_FAILURES):
+                response = ann.post(login, data=WRONG)
+                assert response.status_code == 400 and "Incorrect credentials" in response.text
+            locked = ann.post(login, data=WRONG)
+            assert locked.status_code == 429 and "too many failed logins" in locked.text
+            assert 0 < int(locked.headers["retry-after"]) <= LOGIN_WINDOW
+            # The right password too, while locked: otherwise guessing would go on and a hit show.
+            refused = ann.post(login, data=RIGHT)
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+            assert "access-token" not in " ".join(refused.cookies.keys())
+            # A session that logged in before keeps working.
+            assert ann.get(running.url + "config").status_code == 200
+        # Another address is another client; an X-Forwarded-For header does not make a new one.
+        with _from_address("127.0.0.2") as other:
+            for _ in range(LOGIN_FAILURES):
+                assert other.post(login, data=WRONG).status_code == 400
+            spoofed = other.post(login, data=WRONG, headers={"X-Forwarded-For": "203.0.113.7"})
+            assert spoofed.status_code == 429
+        # Guesses sent at once are counted as they arrive, not as they are answered.
+        with _from_address("127.0.0.3") as burst, ThreadPoolExecutor(max_workers=20) as pool:
+            codes = list(pool.map(lambda _: burst.post(login, data=WRONG).status_code, range(20)))
+        assert sorted(set(codes)) == [400, 429] and codes.count(400) == LOGIN_FAILURES
+    finally:
+        running.close()
+
+
+SESSION_ROUTES = [
+    ("/gradio_api/cancel", {"session_hash": "s", "fn_index": 0, "event_id": "e"}, 200),
+    ("/gradio_api/reset", {"event_id": "e"}, 200),
+    ("/gradio_api/reset/", {"event_id": "e"}, 200),
+    ("/gradio_api/stream/e/close", None, 404),  # no such event
+]
+
+
+@pytest.mark.parametrize(("path", "body", "logged_in"), SESSION_ROUTES)
+def test_gradio_session_routes_need_the_login_with_auth(auth_server, path, body, logged_in):
+    import httpx
+
+    url = auth_server.url.rstrip("/") + path
+    anonymous = httpx.post(url, json=body, timeout=30)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["detail"]["error"] == "Not authenticated"  # Gradio's own answer
+    forged = httpx.post(url, json=body, cookies={"access-token-unsecure-x": "forged"}, timeout=30)
+    assert forged.status_code == 401
+    with httpx.Client(timeout=30) as ann:
+        assert ann.post(auth_server.url + "login", data=RIGHT).status_code == 200
+        assert ann.post(url, json=body).status_code == logged_in
+
+
+def test_the_heartbeat_needs_the_login_with_auth(auth_server):
+    import httpx
+
+    url = auth_server.url + "gradio_api/heartbeat/some-session"
+    with httpx.stream("GET", url, timeout=30) as response:  # only its status: it may be endless
+        assert response.status_code == 401
+    with httpx.Client(timeout=30) as ann:
+        ann.post(auth_server.url + "login", data=RIGHT)
+        with ann.stream("GET", url) as response:
+            assert response.status_code == 200
+
+
+def test_gradio_client_works_behind_the_password(auth_server):
+    from gradio_client import Client
+
+    client = Client(auth_server.url, auth=("ann", "s3cret"), verbose=False)
+    result = client.predict("How many promotional events will Chongqing host?", api_name="/ask")
+    assert result["answered"]
+
+
+@pytest.mark.parametrize(("path", "body", "_"), SESSION_ROUTES[:3])
+def test_gradio_session_routes_answer_as_before_without_auth(fake_server, path, body, _):
+    import httpx
+
+    response = httpx.post(fake_server.url.rstrip("/") + path, json=body, timeout=30)
+    assert response.status_code == 200 and response.json() == {"success": True}
+
+
 def test_sessions_expire_and_uploads_do_not_queue(fake_server):
     import gradio as gr
 

@@ -22,22 +22,29 @@ upload is told at once that the server is busy.
 
 Limits at the HTTP layer: :class:`BodyLimit` refuses request bodies over
 :data:`MAX_REQUEST_BYTES` (file uploads: their own, larger limit) with 413 before anything
-reads them, whoever sends them (it runs before the password check).
+reads them, whoever sends them (it runs before the password check). With a password
+(``--auth``), :class:`LoginLimit` refuses a client's logins with 429 after
+:data:`LOGIN_FAILURES` failures in :data:`LOGIN_WINDOW` seconds, and :class:`LoginRequired`
+asks Gradio's own login check before the Gradio routes that skip it (``/gradio_api/cancel``,
+``/gradio_api/reset``, the heartbeat, streams): without the login cookie they get 401.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import sys
 import tempfile
 import threading
+import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -88,6 +95,27 @@ MULTIPART_OVERHEAD = 64 * 1024
 #: Characters an answer may take in /ask's history, for its size limit: an extractive answer
 #: quotes at most a few sentences, an LLM answer is cut at llm_max_tokens (400 by default).
 HISTORY_ANSWER_CHARS = 4000
+#: Failed logins a client may make in LOGIN_WINDOW seconds; then 429 until the oldest of them is
+#: a window old. A person who mistypes has five tries a minute; a script has five guesses a
+#: minute per address (7,200 a day) instead of the hundreds a second the login route answers.
+LOGIN_FAILURES = 5
+LOGIN_WINDOW = 60.0
+#: Clients whose failures are remembered (least recently failed forgotten first): at most
+#: LOGIN_FAILURES timestamps each, a few MB in all. Someone with more addresses than this has
+#: more guesses whatever the table remembers.
+LOGIN_CLIENTS = 10_000
+#: What Gradio's login route answers to wrong credentials (400; 401 should a version use it).
+LOGIN_FAILED_STATUSES = frozenset({400, 401})
+#: Gradio's password form; its API routes are under GRADIO_API.
+LOGIN_ROUTE = "/login"
+GRADIO_API = "/gradio_api/"
+#: The route whose answer says whether a request is logged in (Gradio's own check, reused).
+LOGIN_CHECK_ROUTE = "/gradio_api/login_check"
+#: GET routes under GRADIO_API that act on a session yet answer without login in Gradio 6:
+#: the heartbeat (closing it ends the session's events), media streams, the run history (which
+#: may use the server's own Hugging Face token). Every other method under GRADIO_API needs the
+#: login too (see LoginRequired).
+LOGIN_REQUIRED_GETS = ("heartbeat/", "stream/", "run-history/")
 
 _ASSETS = Path(__file__).resolve().parent / "web_assets"
 
@@ -155,7 +183,9 @@ class ChatPage:
         # its saved index without embedding anything.
         upload_dir = Path(tempfile.mkdtemp(prefix="bilingual-qa-uploads-"))
         self._files = upload_dir / "files"
-        self._upload_settings = settings.replace(index_dir=upload_dir / "index")
+        # Uploads are distinct documents (all stored as document.txt), not versions of one: none
+        # is pruned as an old version; the folder goes with the page.
+        self._upload_settings = settings.replace(index_dir=upload_dir / "index", index_versions=2**31)
         weakref.finalize(self, shutil.rmtree, upload_dir, True)
         self.uploads = UploadCache(settings.upload_cache_mb * 2**20 if cache_bytes is None else cache_bytes)
         self._indexing = threading.BoundedSemaphore(INDEXING_SLOTS)
@@ -886,6 +916,276 @@ async def _too_large(send: Any, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class FailureLimiter:
+    """Failed attempts per client in a sliding window, in bounded memory.
+
+    A client may fail ``max_failures`` times in any ``window`` seconds. Its failures are kept
+    as timestamps, clients in the order they last failed: clients whose failures are all older
+    than the window are dropped, and past ``max_clients`` the least recently failed one is
+    forgotten. Thread-safe.
+
+    Args:
+        max_failures: failures a client may have in the window.
+        window: seconds a failure counts.
+        max_clients: clients remembered at most.
+        clock: the time in seconds (monotonic; tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        max_failures: int = LOGIN_FAILURES,
+        window: float = LOGIN_WINDOW,
+        max_clients: int = LOGIN_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.max_clients = max_clients
+        self.clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Clients remembered."""
+        return len(self._failures)
+
+    def attempt(self, key: str) -> float | None:
+        """Count an attempt by ``key`` as failed, or refuse it.
+
+        Returns:
+            The failure's timestamp (give it to :meth:`forgive` if the attempt turns out not to
+            have failed), or None when ``key`` is at its limit (:meth:`retry_after` says how long).
+        """
+        with self._lock:
+            now = self.clock()
+            self._prune(now)
+            stamps = self._recent(key, now)
+            if len(stamps) >= self.max_failures:
+                return None
+            stamps.append(now)
+            self._failures[key] = stamps
+            self._failures.move_to_end(key)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+            return now
+
+    def forgive(self, key: str, stamp: float) -> None:
+        """Take back the failure :meth:`attempt` counted at ``stamp`` (the attempt succeeded)."""
+        with self._lock:
+            stamps = self._failures.get(key)
+            if stamps is None or stamp not in stamps:
+                return
+            stamps.remove(stamp)
+            if not stamps:
+                del self._failures[key]
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0: now)."""
+        with self._lock:
+            now = self.clock()
+            stamps = self._recent(key, now)
+            if len(stamps) < self.max_failures:
+                return 0.0
+            return stamps[-self.max_failures] + self.window - now
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        """The key's failures still in the window (an empty deque, not stored, when none)."""
+        stamps = self._failures.get(key)
+        if stamps is None:
+            return deque()
+        while stamps and stamps[0] <= now - self.window:
+            stamps.popleft()
+        if not stamps:
+            del self._failures[key]
+        return stamps
+
+    def _prune(self, now: float) -> None:
+        """Forget clients whose latest failure is out of the window (the oldest come first)."""
+        while self._failures:
+            stamps = next(iter(self._failures.values()))
+            if stamps and stamps[-1] > now - self.window:
+                return
+            self._failures.popitem(last=False)
+
+
+def client_key(scope: MutableMapping[str, Any]) -> str:
+    """Whom a request counts against: its client address from the ASGI scope.
+
+    An IPv6 address counts by its /64, which one host usually has whole; an IPv4-mapped one as
+    the IPv4 address. Headers such as X-Forwarded-For are not read here. (Uvicorn, as Gradio
+    starts it, replaces the scope's client with X-Forwarded-For's only for connections from its
+    trusted proxies, by default this machine's loopback: a local reverse proxy's visitors are then
+    told apart, and a local process that could send that header can read ``--auth`` from the
+    server's command line anyway.)
+    """
+    client = scope.get("client")
+    host = str(client[0]) if client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"  # a Unix socket, or a server that does not say
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _route(scope: MutableMapping[str, Any]) -> str:
+    """The request's path below the app's root path."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", "")).rstrip("/")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) :]
+    return path
+
+
+class LoginLimit:
+    """ASGI middleware: a client with too many failed logins gets 429 until its window passes.
+
+    Every POST to Gradio's login route is counted against its client (:func:`client_key`) as a
+    failure when it arrives, so that many guesses sent at once cannot all get in before the
+    first is answered; it is forgiven once Gradio answers with anything but a failed-login
+    status (:data:`LOGIN_FAILED_STATUSES`), so successful logins never count. A client at the
+    limit is refused, unread and with Retry-After, whatever password it sends, the right one
+    included: otherwise guessing would go on and a right guess would still show.
+
+    Args:
+        app: the ASGI app to guard.
+        limiter: the failures so far (one per server).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], *, limiter: FailureLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or _route(scope).rstrip("/") != LOGIN_ROUTE
+        ):
+            await self.app(scope, receive, send)
+            return
+        key = client_key(scope)
+        stamp = self.limiter.attempt(key)
+        if stamp is None:
+            await _too_many_logins(send, self.limiter.retry_after(key))
+            return
+        status = 0
+
+        async def observed_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status not in LOGIN_FAILED_STATUSES:
+                    self.limiter.forgive(key, stamp)
+                elif self.limiter.retry_after(key) > 0:
+                    log.warning(
+                        "login: %s failed %d times in %d s; refused for now",
+                        key,
+                        self.limiter.max_failures,
+                        self.limiter.window,
+                    )
+            await send(message)
+
+        # An attempt that never gets an answer (the app failed) stays counted.
+        await self.app(scope, receive, observed_send)
+
+
+async def _too_many_logins(send: Any, wait: float) -> None:
+    seconds = max(1, math.ceil(wait))
+    body = json.dumps({"detail": f"too many failed logins; try again in {seconds} s"}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(seconds).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LoginRequired:
+    """ASGI middleware: Gradio routes that act on a session need the login when --auth is on.
+
+    Gradio 6 checks the login on its API routes but not on ``/gradio_api/cancel``,
+    ``/gradio_api/reset``, ``/gradio_api/stream/…``, the heartbeat or the run history. Here every
+    request under :data:`GRADIO_API` that is not a GET (HEAD, OPTIONS), and the GETs of
+    :data:`LOGIN_REQUIRED_GETS`, first asks Gradio's own check (:data:`LOGIN_CHECK_ROUTE`, which
+    reads the access-token cookie, or an auth dependency, as the API routes do) with the request's
+    headers; unless it says yes, the request gets that check's 401 and goes no further. Install
+    it only with auth: without, Gradio's check lets everyone through anyway.
+
+    Args:
+        app: the ASGI app to guard (Gradio's routes are inside).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not needs_login(str(scope.get("method", "")), _route(scope)):
+            await self.app(scope, receive, send)
+            return
+        status, answer = await self._login_check(scope)
+        if status == 200:
+            await self.app(scope, receive, send)
+            return
+        if status != 401:  # the check is missing or broken (a Gradio upgrade?): refuse
+            log.error("login check %s answered %s; refusing %s", LOGIN_CHECK_ROUTE, status, scope.get("path"))
+            answer = [
+                {"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]},
+                {"type": "http.response.body", "body": b""},
+            ]
+        for message in answer:
+            await send(message)
+
+    async def _login_check(
+        self, scope: MutableMapping[str, Any]
+    ) -> tuple[int, list[MutableMapping[str, Any]]]:
+        """Gradio's login check on the request's headers: its status and its response messages."""
+        check = str(scope.get("root_path", "")).rstrip("/") + LOGIN_CHECK_ROUTE
+        headers = [
+            (name, value)
+            for name, value in scope.get("headers", ())
+            if name.lower() not in (b"content-length", b"transfer-encoding", b"content-type")
+        ]
+        sub = {
+            **scope,
+            "method": "GET",
+            "path": check,
+            "raw_path": check.encode(),
+            "query_string": b"",
+            "headers": headers,
+        }
+        sent = False
+
+        async def no_body() -> MutableMapping[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        answer: list[MutableMapping[str, Any]] = []
+
+        async def keep(message: MutableMapping[str, Any]) -> None:
+            answer.append(message)
+
+        await self.app(sub, no_body, keep)
+        status = next((m["status"] for m in answer if m["type"] == "http.response.start"), 0)
+        return status, answer
+
+
+def needs_login(method: str, route: str) -> bool:
+    """Whether LoginRequired guards a request (``route``: its path below the root path)."""
+    if not route.startswith(GRADIO_API):
+        return False
+    if method.upper() not in ("GET", "HEAD", "OPTIONS"):
+        return True
+    return route[len(GRADIO_API) :].startswith(LOGIN_REQUIRED_GETS)
+
+
 # --- building and serving the page -------------------------------------------------------------
 
 
@@ -1107,9 +1407,12 @@ def start(
     app = build_app(assistant, max_upload_bytes=max_upload_bytes, stream_delay=stream_delay)
     app.queue(default_concurrency_limit=4)
     max_file_size = 4 * max_upload_bytes
-    body_limit = Middleware(
-        BodyLimit, limit=MAX_REQUEST_BYTES, upload_limit=max_file_size + MULTIPART_OVERHEAD
-    )
+    # Outermost first: the body limit comes before everything, the password check included.
+    middleware = [
+        Middleware(BodyLimit, limit=MAX_REQUEST_BYTES, upload_limit=max_file_size + MULTIPART_OVERHEAD)
+    ]
+    if auth is not None:
+        middleware += [Middleware(LoginLimit, limiter=FailureLimiter()), Middleware(LoginRequired)]
     try:
         _, url, _ = app.launch(
             server_name=host,
@@ -1125,9 +1428,9 @@ def start(
             footer_links=["api"],
             # Gradio refuses larger files before they reach the handler, which explains its own limit.
             max_file_size=max_file_size,
-            # Every request body passes BodyLimit, in this process only: no static file workers
+            # Every request passes these, in this process only: no static file workers
             # (GRADIO_NUM_WORKERS would start some, with an upload route of their own).
-            app_kwargs={"middleware": [body_limit]},
+            app_kwargs={"middleware": middleware},
             num_workers=0,
             theme=_theme(),
             css=(_ASSETS / "page.css").read_text(encoding="utf-8"),
