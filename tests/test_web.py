@@ -560,6 +560,21 @@ def test_ask_endpoint_errors_are_clear(client, question, history, message):
         client.predict(question, history, api_name="/ask")
 
 
+@pytest.mark.parametrize(
+    ("question", "history", "message"),
+    [
+        ("重慶\ud800", "", "the question contains an invalid character (a lone surrogate, U+D800)"),
+        ("What about it?", '[["\\udcff", ""]]', "the history contains an invalid UTF-8 byte (0xFF)"),
+    ],
+)
+def test_unencodable_text_sent_as_json_escapes_is_a_clear_error(chat_page, question, history, message):
+    # A JSON body may carry lone surrogates ("\ud800") that no client library would encode.
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match=re.escape(message)):
+        chat_page.api_ask(question, history)
+
+
 def test_upload_is_per_session_and_a_bad_one_is_explained(client, fake_server, tmp_path):
     from gradio_client import Client, handle_file
 
