@@ -68,6 +68,8 @@ class Settings:
     # Index folders kept per document name and model: an edited document gets a new one, and
     # the least recently used beyond this many are removed.
     index_versions: int = 3
+    # Disk kept for passage vectors across builds (re-indexing encodes only what changed).
+    vector_cache_mb: int = 256
     max_question_chars: int = 2000
     # The embedding model reads 512 tokens (e5); a question beyond that is refused, not
     # silently cut, and longer texts (condensed questions, passages) are embedded in windows.
@@ -101,8 +103,9 @@ class Settings:
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(str(value)).expanduser())
         for name in (
-            "threads", "top_k", "index_versions", "max_question_chars", "max_question_tokens",
-            "max_history_turns", "upload_cache_mb", "session_minutes", "max_answer_sentences", "batch_size",
+            "threads", "top_k", "index_versions", "vector_cache_mb", "max_question_chars",
+            "max_question_tokens", "max_history_turns", "upload_cache_mb", "session_minutes",
+            "max_answer_sentences", "batch_size",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting {name} must be at least 1, got {getattr(self, name)}")

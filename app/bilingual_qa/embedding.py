@@ -117,6 +117,11 @@ class _CachingEmbedder:
         self.model_turns = ModelTurns()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
+    @property
+    def vector_scheme(self) -> str:
+        """How a text becomes a vector (windows and pooling): part of the vector cache's key."""
+        return f"whole-{self.window_tokens}/windows-{self.batch_tokens}x{self.max_windows}/mean"
+
     def _forward(self, texts: list[str], is_query: bool) -> np.ndarray:
         raise NotImplementedError
 

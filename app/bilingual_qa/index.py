@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from . import alignment
+from .cache import FILENAME as CACHE_FILE
+from .cache import VectorCache
 from .config import Settings
 from .document import Document, parse_document, read_bytes
 from .embedding import Embedder
@@ -153,7 +155,11 @@ PROGRESS_CHUNK = 16
 
 
 def build_index(
-    document: Document, embedder: Embedder, vector_store: str = "faiss", progress: Progress | None = None
+    document: Document,
+    embedder: Embedder,
+    vector_store: str = "faiss",
+    progress: Progress | None = None,
+    cache: VectorCache | None = None,
 ) -> Index:
     """Embed paragraphs and sentences, align twins and fill the vector store (in memory).
 
@@ -163,6 +169,7 @@ def build_index(
         vector_store: "faiss" or a llama-index store name (``config.VECTOR_STORES``).
         progress: called with the share of passages encoded (0..1, rising to 1.0), between
             chunks of :data:`PROGRESS_CHUNK`; None encodes everything in one call.
+        cache: passage vectors kept from earlier builds: only the texts it lacks are encoded.
 
     Raises:
         ModelError: the embedder fails.
@@ -174,7 +181,7 @@ def build_index(
     # A one-sentence paragraph is its own sentence (and documents repeat lines): encode
     # each distinct text once; encoding is nearly all of a build's cost.
     distinct = {text: row for row, text in enumerate(dict.fromkeys(passages))}
-    encoded = _encode(embedder, list(distinct), progress)
+    encoded = _encode(embedder, list(distinct), progress, cache)
     vectors = encoded[[distinct[text] for text in passages]]
     paragraph_vectors = vectors[: len(texts)]
     sentence_vectors = vectors[len(texts) :]
@@ -192,18 +199,30 @@ def build_index(
     )
 
 
-def _encode(embedder: Embedder, texts: list[str], progress: Progress | None) -> np.ndarray:
-    """Passage vectors of ``texts``: in one call, or chunk by chunk reporting progress."""
-    if progress is None or len(texts) <= PROGRESS_CHUNK:
-        vectors = embedder.embed_passages(texts)
+def _encode(
+    embedder: Embedder, texts: list[str], progress: Progress | None, cache: VectorCache | None = None
+) -> np.ndarray:
+    """Passage vectors of ``texts``: from the cache, the rest encoded (in one call, or chunk by chunk
+    reporting progress) and kept in the cache."""
+    known = cache.get(texts, embedder.dimension) if cache is not None else {}
+    missing = [t for t in texts if t not in known]
+    if missing:
+        log.info("encoding %d of %d passages (%d cached)", len(missing), len(texts), len(known))
+    fresh: dict[str, np.ndarray] = {}
+    step = len(missing) if progress is None else PROGRESS_CHUNK
+    for start in range(0, len(missing), max(1, step)):
+        chunk = missing[start : start + step]
+        vectors = embedder.embed_passages(chunk)
+        fresh.update(zip(chunk, vectors, strict=True))
+        if cache is not None:  # chunk by chunk: a build killed halfway keeps what it encoded
+            cache.put(chunk, vectors)
         if progress is not None:
-            progress(1.0)
-        return vectors
-    parts = []
-    for start in range(0, len(texts), PROGRESS_CHUNK):
-        parts.append(embedder.embed_passages(texts[start : start + PROGRESS_CHUNK]))
-        progress(min(1.0, (start + PROGRESS_CHUNK) / len(texts)))
-    return np.concatenate(parts)
+            progress(min(1.0, (start + len(chunk)) / len(missing)))
+    if progress is not None and not missing:
+        progress(1.0)
+    if not texts:
+        return np.zeros((0, embedder.dimension), dtype=np.float32)
+    return np.stack([known[t] if t in known else fresh[t] for t in texts]).astype(np.float32, copy=False)
 
 
 def _build_store(kind: str, document: Document, vectors: np.ndarray) -> FaissSearch | StoreSearch:
@@ -383,7 +402,11 @@ def open_index(
                 return _used(load_index(folder, document, embedder.model_id, settings.vector_store))
             except IndexStoreError as exc:
                 log.warning("rebuilding index: %s", exc)
-        index = build_index(document, embedder, settings.vector_store, progress)
+        cache = vector_cache(settings, embedder)
+        try:
+            index = build_index(document, embedder, settings.vector_store, progress, cache)
+        finally:
+            cache.close()
         try:
             saved = save_index(index, folder)
         except IndexStoreError as exc:
@@ -391,6 +414,14 @@ def open_index(
             return index
     prune(folder, settings.index_versions)
     return saved
+
+
+def vector_cache(settings: Settings, embedder: Embedder) -> VectorCache:
+    """The passage-vector cache of ``settings.index_dir`` for ``embedder``'s model and scheme."""
+    scheme = getattr(embedder, "vector_scheme", "plain")
+    return VectorCache(
+        settings.index_dir / CACHE_FILE, embedder.model_id, scheme, settings.vector_cache_mb * 2**20
+    )
 
 
 #: A ``.tmp-*`` or ``.old-*`` folder this old is debris of a killed process: saving an index

@@ -100,7 +100,8 @@ class ReplayEmbedder:
 
     def __init__(self, embedder: object, index: object) -> None:
         self._embedder = embedder
-        self.model_id = embedder.model_id  # type: ignore[attr-defined]
+        # Its own id: replayed vectors must never be taken for the real model's (vector cache).
+        self.model_id = f"{embedder.model_id}+replay"  # type: ignore[attr-defined]
         self.dimension = embedder.dimension  # type: ignore[attr-defined]
         doc = index.document  # type: ignore[attr-defined]
         self._vectors = {p.text: index.paragraph_vectors[i] for i, p in enumerate(doc.paragraphs)}  # type: ignore[attr-defined]
