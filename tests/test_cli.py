@@ -143,3 +143,15 @@ def test_index_prints_stats(tmp_path):
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
     assert stats["paragraphs"] == 17 and stats["pairs"] == 8 and stats["unpaired"] == ["P15"]
+
+
+def test_the_terminal_progress_bar_counts_passages(capsys):
+    from bilingual_qa.cli import _Bar
+
+    bar = _Bar()
+    bar.start(40)
+    for share in (0.25, 0.5, 1.0):
+        bar(share)
+    assert bar._bar.n == 40
+    bar.close()
+    assert "passage" in capsys.readouterr().err

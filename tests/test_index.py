@@ -318,3 +318,22 @@ def test_old_versions_of_a_document_are_pruned(tmp_path, fake_embedder):
     other = parse_document(b"Another document.\n", name="other.txt")
     open_index(other, fake_embedder, settings)
     assert set(folders[-2:]) <= set(settings.index_dir.iterdir())  # other names are not versions of it
+
+
+def test_progress_hears_how_many_passages_will_be_encoded(settings, fake_embedder):
+    class Progress:
+        def __init__(self):
+            self.started, self.shares = [], []
+
+        def start(self, passages):
+            self.started.append(passages)
+
+        def __call__(self, share):
+            self.shares.append(share)
+
+    doc = read_document()
+    first = Progress()
+    open_index(doc, fake_embedder, settings, first)
+    passages = len({p.text for p in doc.paragraphs} | {s.text for p in doc.paragraphs for s in p.sentences})
+    assert first.started == [passages] and first.shares[-1] == 1.0
+    assert first.shares == sorted(first.shares)

@@ -170,7 +170,35 @@ def _assistant(args: argparse.Namespace, document: str | None = None):
         llm_max_tokens=getattr(args, "llm_max_tokens", None),
         answer_threshold=getattr(args, "answer_threshold", None),
     )
-    return Assistant(settings=settings)
+    # A terminal sees an index being built; --json output and pipes stay quiet.
+    progress = _Bar() if sys.stderr.isatty() and not getattr(args, "json", False) else None
+    try:
+        return Assistant(settings=settings, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+class _Bar:
+    """A progress bar on stderr for an index build: passages encoded, passages/s, time left."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def start(self, passages: int) -> None:
+        from tqdm import tqdm
+
+        if passages:
+            self._bar = tqdm(total=passages, unit="passage", desc="indexing", file=sys.stderr, leave=False)
+
+    def __call__(self, share: float) -> None:
+        if self._bar is not None:
+            self._bar.update(round(share * self._bar.total) - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -148,6 +148,9 @@ class Index:
         }
 
 
+#: Told the share of passages encoded (0..1) as a build goes. A progress object may also have
+#: ``start(passages)``, called once before encoding with the number of passages to encode
+#: (a terminal's progress bar shows passages/s and time left from it).
 Progress = Callable[[float], None]
 # With a progress callback, passages are encoded this many at a time: the caller hears how far
 # the build is, and a model shared with other requests is free for them between chunks.
@@ -208,6 +211,9 @@ def _encode(
     missing = [t for t in texts if t not in known]
     if missing:
         log.info("encoding %d of %d passages (%d cached)", len(missing), len(texts), len(known))
+    start_progress = getattr(progress, "start", None)
+    if callable(start_progress):
+        start_progress(len(missing))
     fresh: dict[str, np.ndarray] = {}
     step = len(missing) if progress is None else PROGRESS_CHUNK
     for start in range(0, len(missing), max(1, step)):
