@@ -207,7 +207,7 @@ def test_quick_benchmark_measures_every_stage(quick_report, tmp_path):
     for name in ("cold_cli_answer", "index_cold_cli", "warm_process_rss", "answer_en", "encode_zh",
                  "encode_rate", "build_rate", "search_latency", "search_recall", "fair_idle", "fair_history",
                  "fair_upload", "fair_llm", "llm_deadline", "upload_rss_one", "upload_rss_all",
-                 "upload_rss_expired"):  # fmt: skip
+                 "upload_rss_expired", "reindex_one_edit"):  # fmt: skip
         assert name in names
     for m in quick_report.measurements:
         assert m.samples and all(math.isfinite(s) and s >= 0 for s in m.samples), m.name

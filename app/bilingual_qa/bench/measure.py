@@ -22,7 +22,8 @@ What is measured, and against what:
 * memory: resident set size of a warm CLI process and of the warm web server;
 * web: 64 concurrent ``gradio_client`` callers of ``/ask``;
 * fairness: a normal question while heavy requests are in flight (:mod:`.fairness`);
-* uploads: server memory after 20 sessions upload one 5,000-paragraph file (:mod:`.uploads`).
+* uploads: server memory after 20 sessions upload one 5,000-paragraph file (:mod:`.uploads`);
+* re-index: an edited paragraph of a 510-paragraph document (:mod:`.builds`).
 
 The scale documents' passage vectors are replayed (:class:`.scenarios.ReplayEmbedder`)
 while their questions are encoded for real: query cost and the build's own work
@@ -50,6 +51,7 @@ import numpy as np
 from ..config import DEFAULT_MODEL, Settings
 from ..errors import BenchmarkError
 from ..files import atomic_write
+from .builds import reindex
 from .fairness import fairness
 from .processes import (
     CLI,
@@ -174,6 +176,7 @@ def run_benchmark(
             ("warm answers vs bare query encoding", _warm_answers),
             ("fairness: a normal question while heavy requests are in flight", fairness),
             ("server memory under 20 upload sessions of one file", upload_memory),
+            ("re-index after editing one paragraph", reindex),
             ("index build vs bare passage encoding", _build_throughput),
             ("answer latency as the corpus grows", _scale),
             ("vector search on synthetic vectors", _search_scale),
