@@ -1238,3 +1238,31 @@ def test_browser_language_toggle_relabels_the_page(page_at):
     page.get_by_role("tab", name="文件").wait_for(timeout=10_000)
     assert page.get_by_role("tab", name="问答").count() == 1
     assert "默认" in page.locator("#bqa-status").inner_text()
+
+
+def test_cancel_stops_an_upload_and_the_tab_keeps_its_document(counting_page, tmp_path):
+    gate = threading.Event()
+    page, embedder = counting_page(gate=gate)
+    before = Session(ui="en")
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(
+            page.load_document(str(_fruit_file(tmp_path, "tea")), before, tab="tab-1")
+        )
+    )
+    worker.start()
+    _wait_for(lambda: embedder.building, "the upload's build to start")
+    page.cancel_upload("tab-1")
+    page.cancel_upload("another-tab")  # nothing of its own to cancel: harmless
+    gate.set()
+    worker.join(30)
+    _chat, session, *_ = results[0]
+    assert session.upload is None  # still the default document
+    assert "Stopped indexing tea.md. This tab keeps its document." in _last_reply(results[0])
+    assert not any(page._files.glob("*/document.txt")) and page._cancels == {}
+    for _ in range(2):  # both indexing slots are free again
+        assert page._indexing.acquire(blocking=False)
+    page._indexing.release()
+    page._indexing.release()
+    again = page.load_document(str(_fruit_file(tmp_path, "tea")), before, tab="tab-1")
+    assert again[1].upload is not None  # the same file loads when not cancelled

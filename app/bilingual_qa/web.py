@@ -139,6 +139,7 @@ class Controls:
     default_document: Any
     new_chat: Any
     ask_new: Any  # shown when the latest question was taken as a follow-up
+    cancel: Any  # shown while this tab's upload is being indexed
     sources: Any
     document: Any
 
@@ -146,7 +147,8 @@ class Controls:
     # this order. ChatPage.labels names its updates by these fields, so the two cannot drift.
     LABELLED: ClassVar[tuple[str, ...]] = (
         "session", "ui", "title", "status", "chat_tab", "document_tab", "chatbot", "question",
-        "send", "examples", "upload", "default_document", "new_chat", "ask_new", "sources", "document",
+        "send", "examples", "upload", "default_document", "new_chat", "ask_new", "cancel", "sources",
+        "document",
     )  # fmt: skip
 
     def labelled(self) -> list[Any]:
@@ -189,6 +191,8 @@ class ChatPage:
         weakref.finalize(self, shutil.rmtree, upload_dir, True)
         self.uploads = UploadCache(settings.upload_cache_mb * 2**20 if cache_bytes is None else cache_bytes)
         self._indexing = threading.BoundedSemaphore(INDEXING_SLOTS)
+        self._cancels: dict[str, threading.Event] = {}  # tab -> its upload's cancel switch
+        self._cancels_lock = threading.Lock()
         self.history_limit = history_limit(settings)
 
     # --- rendering helpers ------------------------------------------------------------------
@@ -252,6 +256,7 @@ class ChatPage:
             "upload": gr.update(label=text["upload"]),
             "default_document": gr.update(value=text["default_document"]),
             "new_chat": gr.update(value=text["new_chat"]),
+            "cancel": gr.update(value=text["cancel_upload"]),
             "ask_new": gr.update(value=text["ask_new"], visible=_merged(session) is not None),
             "sources": page.sources_html(session, ui),
             "document": document,
@@ -406,7 +411,7 @@ class ChatPage:
     # --- documents ---------------------------------------------------------------------------
 
     def load_document(
-        self, path: str | None, session: Session, progress: gr.Progress | None = None
+        self, path: str | None, session: Session, progress: gr.Progress | None = None, tab: str | None = None
     ) -> tuple[Any, ...]:
         """Index an uploaded .txt/.md file and use it in this tab.
 
@@ -418,6 +423,7 @@ class ChatPage:
             path: the uploaded file (Gradio's temporary copy), or None.
             session: the tab's session.
             progress: Gradio's progress tracker (shown over the chat while indexing).
+            tab: the browser tab's key; :meth:`cancel_upload` with it stops the indexing.
 
         Returns:
             (chat messages, session, sources panel, document status, document table,
@@ -426,18 +432,35 @@ class ChatPage:
         """
         if not path:
             return self._document_outputs(session)
+        cancel = threading.Event()
+        if tab is not None:
+            with self._cancels_lock:
+                self._cancels[tab] = cancel
         try:
-            outcome = self._index_upload(Path(path), session.ui, progress)
+            outcome = self._index_upload(Path(path), session.ui, progress, cancel)
         finally:
             # The bytes are in the page's private folder now; Gradio would keep serving its copy.
             Path(path).unlink(missing_ok=True)
+            if tab is not None:
+                with self._cancels_lock:
+                    if self._cancels.get(tab) is cancel:
+                        del self._cancels[tab]
         if isinstance(outcome, Message):
             return self._document_outputs(session.add(Notice(outcome)))
         # A new document starts a new conversation: earlier answers cite another text.
         fresh = Session(upload=outcome, ui=session.ui).add(Notice(page.loaded_message(outcome)))
         return self._document_outputs(fresh)
 
-    def _index_upload(self, path: Path, ui: str, progress: gr.Progress | None) -> Upload | Message:
+    def cancel_upload(self, tab: str | None) -> None:
+        """Stop the indexing of ``tab``'s upload at its next chunk of passages; the tab keeps its document."""
+        with self._cancels_lock:
+            cancel = self._cancels.get(tab) if tab is not None else None
+        if cancel is not None:
+            cancel.set()
+
+    def _index_upload(
+        self, path: Path, ui: str, progress: gr.Progress | None, cancel: threading.Event | None = None
+    ) -> Upload | Message:
         """The uploaded file's key, its engine in the cache (built, reopened or shared); or why not."""
         name = path.name
         stored = None
@@ -449,7 +472,7 @@ class ChatPage:
             for attempt in (1, 2):
                 try:
                     assistant = self.uploads.get_or_open(
-                        sha256, lambda: self._open_upload(sha256, data, name, ui, progress)
+                        sha256, lambda: self._open_upload(sha256, data, name, ui, progress, cancel)
                     )
                     break
                 except _UploadGone:  # waited on a failed reopen of the same file: open it ourselves
@@ -459,6 +482,8 @@ class ChatPage:
             return exc.message
         except _Busy:
             return Message("upload_busy", {"name": name})
+        except _Cancelled:
+            return Message("upload_cancelled", {"name": name})
         except BilingualQAError as exc:
             # The server's paths and file names mean nothing to the visitor: name the file they sent.
             reason = str(exc)
@@ -475,7 +500,13 @@ class ChatPage:
         return self._files / sha256 / "document.txt"
 
     def _open_upload(
-        self, sha256: str, data: bytes, name: str, ui: str, progress: gr.Progress | None
+        self,
+        sha256: str,
+        data: bytes,
+        name: str,
+        ui: str,
+        progress: gr.Progress | None,
+        cancel: threading.Event | None = None,
     ) -> Assistant:
         """An engine for uploaded ``data`` that is not in the cache (called by the cache, once per hash).
 
@@ -495,6 +526,8 @@ class ChatPage:
             desc = page.strings(ui)["indexing"].format(name=name)
 
             def report(done: float) -> None:
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled  # between chunks: the build stops, its encoded vectors stay cached
                 if progress is not None:
                     progress(0.05 + 0.9 * done, desc=desc)
 
@@ -756,6 +789,11 @@ class _Busy(Exception):
     """Every indexing slot is taken."""
 
 
+def _tab(request: Any) -> str | None:
+    """A browser tab's key: Gradio's session hash of the request, if any."""
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
 def _merged(session: Session) -> Exchange | None:
     """The latest exchange, if its question was answered as a follow-up (condensed)."""
     for entry in reversed(session.entries):
@@ -763,6 +801,10 @@ def _merged(session: Session) -> Exchange | None:
             answer = entry.answer
             return entry if answer is not None and answer.standalone_question else None
     return None
+
+
+class _Cancelled(Exception):
+    """The visitor cancelled the indexing of their upload."""
 
 
 class _UploadRejected(Exception):
@@ -1269,6 +1311,9 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
                     )
                     default_document = gr.Button(text["default_document"], size="sm", elem_id="bqa-default")
                     new_chat = gr.Button(text["new_chat"], size="sm", elem_id="bqa-new-chat")
+                    cancel = gr.Button(
+                        text["cancel_upload"], size="sm", variant="stop", visible=False, elem_id="bqa-cancel"
+                    )
                     ask_new = gr.Button(text["ask_new"], size="sm", visible=False, elem_id="bqa-ask-new")
             with gr.Column(scale=6, min_width=360):
                 sources = gr.HTML(page.sources_html(session, "en"), elem_id="bqa-sources", js_on_load=None)
@@ -1291,6 +1336,7 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
         upload=upload,
         default_document=default_document,
         new_chat=new_chat,
+        cancel=cancel,
         ask_new=ask_new,
         sources=sources,
         document=document_view,
@@ -1320,8 +1366,14 @@ def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
 
     # Gradio finds its special parameters (progress tracker, click data) by their default
     # value or real type annotation, which the handlers cannot name without importing gradio.
-    def load_document(path, session, progress=gr.Progress()):  # noqa: B008 - that is the API
-        return handlers.load_document(path, session, progress)
+    def load_document(path, session, request, progress=gr.Progress()):  # noqa: B008 - that is the API
+        return handlers.load_document(path, session, progress, tab=_tab(request))
+
+    def cancel_upload(request):
+        handlers.cancel_upload(_tab(request))
+
+    load_document.__annotations__ = {"request": gr.Request}
+    cancel_upload.__annotations__ = {"request": gr.Request}
 
     def show_sources(session, event):
         return handlers.show_sources(session, event)
@@ -1339,6 +1391,11 @@ def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
         show_progress_on=c.chatbot,  # one progress bar, where the "loaded" message will appear
         concurrency_limit=None,
         **ui_only,
+    ).then(lambda: gr.update(visible=False), None, [c.cancel], **private)
+    # The Cancel button shows while the upload runs (a separate, instant event) and stops it.
+    c.upload.upload(lambda: gr.update(visible=True), None, [c.cancel], queue=False, **private)
+    c.cancel.click(cancel_upload, None, None, queue=False, **private).then(
+        lambda: gr.update(visible=False), None, [c.cancel], **private
     )
     c.default_document.click(handlers.use_default, [c.session], document_outputs, **private)
     for trigger in (c.new_chat.click, c.chatbot.clear):  # the chat's own trash button too
