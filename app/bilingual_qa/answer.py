@@ -30,6 +30,9 @@ class Guardrail(StrEnum):
     UNSUPPORTED_NUMBER = "unsupported_number"
     UNSUPPORTED = "unsupported"
     ANSWER_TYPE = "answer_type"
+    ROLE_INJECTION = "role_injection"
+    UNSUPPORTED_ENTITY = "unsupported_entity"
+    POLARITY_CHANGED = "polarity_changed"
 
 
 class FallbackReason(StrEnum):
@@ -52,6 +55,9 @@ class FallbackReason(StrEnum):
     UNSUPPORTED_NUMBER = "unsupported_number"
     UNSUPPORTED = "unsupported"
     ANSWER_TYPE = "answer_type"
+    ROLE_INJECTION = "role_injection"  # chat-template tokens or role markers in the answer
+    UNSUPPORTED_ENTITY = "unsupported_entity"  # a name that is not in the cited paragraphs
+    POLARITY_CHANGED = "polarity_changed"  # a negation added to or dropped from the evidence
 
 
 @dataclass(frozen=True)

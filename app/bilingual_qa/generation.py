@@ -25,10 +25,43 @@ guardrails below; one that fails is replaced by the extractive answer, with
   (``invented_citation``); at least one valid marker must remain (``no_citation``),
   and one cited paragraph (or its translation) must be one the extractive
   answer quotes (``off_evidence``);
+- role text: chat-template control tokens (``<|im_start|>``, ``<|assistant|>``,
+  ``[INST]``, ``<<SYS>>``, ``<start_of_turn>``…) or a role marker opening a line
+  ("System:", "Assistant:", "### Instruction:", "助手：") mean the model is writing
+  turns of its own, or was steered into it (``role_injection``); only a
+  start-of-text token opening the output (``<s>``) and end-of-turn tokens closing
+  it (``<|im_end|>``, ``<|eot_id|>``, ``</s>``), which some servers pass through,
+  are dropped silently;
 - support: every number, and most key terms of every sentence, must occur in
   the cited paragraphs or their translations (``unsupported_number``,
   ``unsupported``); "how many"/"what date" answers need a quantity or a date
-  (``answer_type``). No LLM judges another LLM.
+  (``answer_type``);
+- names: every name of the answer must occur in the cited paragraphs or their
+  translations (``unsupported_entity``): in English, capitalized words of two
+  letters or more (a sentence's first word only when it has a second capital,
+  like "ILSTC"; "English"/"Chinese" are allowed, and so are forms such as
+  "Thai"/"Thailand", "Cambodian"/"Cambodia", "Laos"/"Lao"); in Chinese, every
+  Latin word (its numbers are checked above). A name the question uses passes
+  when the document has it anywhere (a package's name is in its title paragraph,
+  often not the cited one). Limits: a Chinese name (法國) cannot be told reliably
+  from other words nor matched to its English form, so names in Chinese script are
+  left to the support check; an English answer whose evidence has no English
+  version is not checked for names; and a sentence's first word is not checked;
+- polarity: each sentence of the answer (a claim) is compared with the sentences
+  of the paragraphs it cites (or, without a marker of its own, all cited ones)
+  and of their translations (``polarity_changed``). Negation cues are English
+  not/n't/never/no/cannot/neither/nor/none/nothing/nobody/nowhere (but not "not
+  only", "no doubt", "no more than"…) and Chinese 不/没/未/无/非/别/勿/莫/毋/甭 as
+  words found by jieba, with their compounds (不会, 没有, 并非, 无法, 尚未…) but
+  not 不断, 不仅, 不但, 不少, 非常, 未来, 分别… A claim with a negation fails when
+  the evidence sentences it matches best (its own language first; the other
+  version, or all of the evidence, when its wording is not found there) hold none;
+  a claim without one fails when the sentence it matches best negates the same
+  clause. To keep false alarms rare, the evidence also counts softer cues as
+  negations (without, unable, fail to, lack, rather than, 缺乏, 难以…), and a
+  negated clause about the versions ("the English version does not mention…",
+  未提…) negates no fact. A claim in one language whose evidence is only in the
+  other is checked for added negations only. No LLM judges another LLM.
 
 Since the checks read the finished text, streamed tokens are provisional: the
 final :class:`~bilingual_qa.answering.Answer` is what counts.
@@ -49,8 +82,10 @@ import re
 import socket
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 from . import language as lang
@@ -76,6 +111,12 @@ SENTENCE_SUPPORT_MIN = 0.4
 SENTENCE_MIN_TERMS = 3
 # A server that ignores max_tokens is still cut off: no token is longer than this on average.
 CHARS_PER_TOKEN_CAP = 8
+# Polarity: a claim "matches" an evidence sentence holding this share of its key terms; among
+# them, those within this factor of the best match count too; a negated clause of the best
+# match is "restated" by a claim holding this share of the clause's terms.
+MATCH_MIN = 0.5
+MATCH_NEAR = 0.75
+CLAUSE_KEPT = 0.6
 # Shingle length for spotting the instructions in an answer (Chinese packs more per char).
 LEAK_SHINGLE = {"en": 32, "zh": 14}
 CONDENSE_CACHE = 64
@@ -86,6 +127,29 @@ REWRITE_KEPT = 0.5
 
 # Chat-template control tokens (<|im_end|>, <|eot_id|>…) must not reach the model as text.
 _SPECIAL_TOKENS = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>")
+# In an answer, any chat-template token or role marker means turns the model was not asked for.
+_ROLE_TOKEN = re.compile(
+    r"<\|[A-Za-z0-9_]{1,40}\|>"  # ChatML, Llama 3, Phi, Zephyr: <|im_start|>, <|assistant|>
+    r"|<｜[^｜<>\n]{1,40}｜>"  # DeepSeek: <｜User｜>
+    r"|\[/?INST\]|<</?SYS>>"  # Llama 2, Mistral
+    r"|<(?:start|end)_of_turn>"  # Gemma
+    r"|</?s>"
+    r"|</?(?:system|user|assistant|human)\s*>",
+    re.IGNORECASE,
+)
+# ... except a start-of-text token opening the output and end-of-turn tokens closing it: some
+# servers pass them through.
+_START_TOKEN = re.compile(r"^\s*(?:<s>|<\|begin_of_text\|>|<\|startoftext\|>)")
+_END_TOKEN = re.compile(
+    r"(?:<\|(?:im_end|eot_id|end|endoftext|eos)\|>|</s>|<end_of_turn>|<｜end▁of▁sentence｜>)$"
+)
+_ROLE_LINE = re.compile(
+    r"(?:^|\n)[ \t>*_#-]*(?:(?:system|user|assistant|human)|#+[ \t]*(?:instruction|input|response))"
+    r"[ \t*_]*[:：]|(?:^|\n)[ \t>*_#-]*(?:系统|系統|用户|用戶|助手)[ \t*_]*[:：]",
+    re.IGNORECASE,
+)
+# A role marker after a sentence, on the same line ("… [P9]. User: …"): capitalized only.
+_ROLE_AFTER_SENTENCE = re.compile(r"(?<=[.!?。！？\]])[ \t]*(?:System|User|Assistant|Human)[ \t]*:")
 _MARKER_GROUP = re.compile(r"[\[【［]\s*([Pp]\s*\d+(?:\s*[,，、;；/&]\s*(?:[Pp]\s*)?\d+)*)\s*[\]】］]")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 _SCRIPT_NAMES = {lang.HANT: "繁體中文", lang.HANS: "简体中文"}
@@ -313,6 +377,10 @@ class GenerativeAnswerer:
         self._paragraphs = self._document.paragraphs
         self._token_sets = [set(t) for t in retriever.tokens]
         self._numbers = [_numbers(p.text) for p in self._paragraphs]
+        # Per paragraph position, filled on first use (idempotent, so unlocked).
+        self._words: dict[int, frozenset[str]] = {}
+        self._sentence_statements: dict[int, tuple[_Statement, ...]] = {}
+        self._all_words: frozenset[str] | None = None
         self._condensed: OrderedDict[tuple, str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -518,6 +586,8 @@ class GenerativeAnswerer:
             logger.info("generated answer rejected (%s); using the extractive answer", reason)
             return _fallback(baseline, reason, (*fired, Guardrail(reason)), seconds)
 
+        if _role_injection(raw):
+            return fail(FallbackReason.ROLE_INJECTION)
         allowed = {p.id for p in context}
         cited: list[str] = []
 
@@ -570,6 +640,10 @@ class GenerativeAnswerer:
         needed = expected_type(question)
         if needed is not None and not has_type(plain, needed):
             return fail(FallbackReason.ANSWER_TYPE)
+        if self._unsupported_names(plain, question, language, evidence):
+            return fail(FallbackReason.UNSUPPORTED_ENTITY)
+        if self._polarity_changed(text, language, cited):
+            return fail(FallbackReason.POLARITY_CHANGED)
         citations = tuple(
             Citation(
                 paragraph_id=p.id,
@@ -629,6 +703,80 @@ class GenerativeAnswerer:
                 return 0.0  # one invented sentence is enough to reject the answer
             found, total = found + hits, total + len(checkable)
         return found / total if total else None
+
+    def _unsupported_names(
+        self, plain: str, question: str, language: str, evidence: Sequence[int]
+    ) -> list[str]:
+        """The answer's names found in none of the ``evidence`` paragraphs (cited ones and twins).
+
+        A name the question uses is also accepted when the document has it anywhere.
+
+        English answers: capitalized words (see :func:`_names`), checked only when some
+        evidence paragraph is English (an English name cannot be matched to its Chinese
+        form). Chinese answers: their Latin words, which the evidence must hold in either
+        language (a Chinese paragraph's twin has the English form). Chinese names are not
+        checked: they cannot be told reliably from other words.
+        """
+        chinese = lang.is_chinese(language)
+        if not chinese and all(lang.is_chinese(self._paragraphs[i].language) for i in evidence):
+            return []
+        words = set().union(*(self._latin_words(i) for i in evidence))
+        # The question's own names, when the document has them (the subject of a package
+        # description is named in its title paragraph, often not the cited one).
+        asked = {w.lower() for w in _LATIN_WORD.findall(unicodedata.normalize("NFKC", question))}
+        return [
+            name
+            for name in _names(plain, chinese)
+            if not _known_name(name, words)
+            and not (name.lower() in asked and name.lower() in self._document_words())
+        ]
+
+    def _document_words(self) -> frozenset[str]:
+        """The Latin words of the whole document, lower-cased (cached)."""
+        if self._all_words is None:
+            self._all_words = frozenset().union(*(self._latin_words(i) for i in range(len(self._paragraphs))))
+        return self._all_words
+
+    def _latin_words(self, position: int) -> frozenset[str]:
+        """The Latin words of a paragraph, lower-cased (cached)."""
+        words = self._words.get(position)
+        if words is None:
+            text = unicodedata.normalize("NFKC", self._paragraphs[position].text)
+            words = self._words[position] = frozenset(w.lower() for w in _LATIN_WORD.findall(text))
+        return words
+
+    def _polarity_changed(self, text: str, language: str, cited: Sequence[str]) -> bool:
+        """Whether a claim of the answer adds a negation to its evidence, or drops one.
+
+        Each claim (a sentence of ``text``, with its [P#] markers) is compared with the
+        sentences of the paragraphs it cites (every cited one when it has no marker) and
+        of their twins; see the module docstring for the rules.
+        """
+        chinese = lang.is_chinese(language)
+        for claim_text, ids in _claims(text, cited):
+            claim = _statement(claim_text, chinese)
+            positions = [self._document.position(i) for i in ids]
+            positions += [p for p in map(self._document.twin_position, positions) if p is not None]
+            every = [s for position in dict.fromkeys(positions) for s in self._statements(position)]
+            same = [s for s in every if s.chinese == chinese]
+            if claim.negated and _negation_added(claim, same, every):
+                logger.info("polarity: negation added in %r", claim_text[:200])
+                return True
+            if not claim.hedged and _negation_removed(claim, same):
+                logger.info("polarity: negation dropped in %r", claim_text[:200])
+                return True
+        return False
+
+    def _statements(self, position: int) -> tuple[_Statement, ...]:
+        """The sentences of a paragraph as :class:`_Statement` (cached)."""
+        statements = self._sentence_statements.get(position)
+        if statements is None:
+            paragraph = self._paragraphs[position]
+            chinese = lang.is_chinese(paragraph.language)
+            texts = [s.text for s in paragraph.sentences] or [paragraph.text]
+            statements = tuple(_statement(t, chinese) for t in texts)
+            self._sentence_statements[position] = statements
+        return statements
 
 
 def _plausible_rewrite(
@@ -733,6 +881,264 @@ def _leaks(plain: str, instructions: str, language: str) -> bool:
     answer = re.sub(r"\s+", " ", lang.normalize(plain))
     shingles = {secret[i : i + size] for i in range(len(secret) - size + 1)} - {""}
     return any(answer[i : i + size] in shingles for i in range(len(answer) - size + 1))
+
+
+def _role_injection(raw: str) -> bool:
+    """Whether the output holds chat-template tokens or role markers (bar start and end tokens)."""
+    text = _START_TOKEN.sub("", raw).rstrip()
+    while end := _END_TOKEN.search(text):
+        text = text[: end.start()].rstrip()
+    return bool(_ROLE_TOKEN.search(text) or _ROLE_LINE.search(text) or _ROLE_AFTER_SENTENCE.search(text))
+
+
+# ----------------------------------------------------------------------------- names
+
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_WORD = re.compile(r"[A-Za-z]+")
+# Where an English sentence, or a piece read like one, starts: its first word is capitalized anyway.
+_NAME_PIECE = re.compile(r"(?<=[.!?。！？])\s+|[:：;；\n•()（）\"“”]|\s[-–—]\s")
+# Words for the document's versions: an answer may say what the Chinese version adds.
+_VERSION_WORDS = frozenset({"english", "chinese", "mandarin", "traditional", "simplified"})
+_NAME_SUFFIXES = ("ese", "ian", "ans", "an", "ish", "ic", "es", "s", "a", "e", "i", "y")
+
+
+def _names(plain: str, chinese: bool) -> list[str]:
+    """The words of an answer that name something: what must occur in its evidence.
+
+    In English: words of two letters or more starting with a capital, except a piece's
+    first word unless it has a second capital ("ILSTC", "McKinsey"); in Chinese: every
+    Latin word of two letters or more (Chinese prose writes only names, codes and
+    acronyms in Latin letters).
+    """
+    text = unicodedata.normalize("NFKC", plain)
+    if chinese:
+        found = _LATIN_WORD.findall(text)
+    else:
+        found = []
+        for piece in _NAME_PIECE.split(text):
+            for rank, word in enumerate(_WORD.findall(piece)):
+                if len(word) < 2 or not word[0].isupper():
+                    continue
+                if rank == 0 and not any(ch.isupper() for ch in word[1:]):
+                    continue
+                found.append(word)
+    return list(dict.fromkeys(w for w in found if w.lower() not in _VERSION_WORDS))
+
+
+def _name_key(word: str) -> str:
+    """A lower-cased name without one demonym or plural ending ("chinese", "china" -> "chin")."""
+    for suffix in _NAME_SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def _known_name(name: str, words: Iterable[str] | set[str]) -> bool:
+    """Whether a name is one of the lower-cased ``words``, or a form of one ("Thai"/"thailand",
+    "Laos"/"lao"); an acronym ("ILSTC") must be there as it is."""
+    acronym = name.isupper()
+    name = name.lower()
+    if name in words:
+        return True
+    if acronym or len(name) < 3:
+        return False
+    key = _name_key(name)
+    for word in words:
+        if word[0] != name[0]:
+            continue
+        short, long = sorted((name, word), key=len)
+        # One a prefix of the other: "thai"/"thailand", "vietnamese"/"vietnam", "lao"/"laos".
+        if long.startswith(short) and (len(short) >= 4 or (len(short) == 3 and len(long) == 4)):
+            return True
+        if _name_key(word) == key:
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- polarity
+
+# English negation cues; the exclusions say something positive ("not only") or bound a
+# quantity ("no more than": the numbers' business) and count only as soft cues.
+_EN_NEGATION = re.compile(
+    r"\b(?:not|never|no|cannot|neither|nor|none|nobody|nothing|nowhere|no-one)\b|n't\b|\bno one\b"
+)
+_EN_NOT_NEGATION = re.compile(
+    r"\b(?:not|n't) (?:only|just|merely|simply|solely|least)\b|\bno (?:doubt|wonder)\b"
+    r"|\b(?:not|no) (?:less|more|fewer|later|earlier|sooner|greater|longer) than\b|\bno\.? ?\d"
+)
+# Soft cues: a claim or an evidence sentence holding one is not said to be plainly positive.
+_EN_SOFT_NEGATION = re.compile(
+    r"\b(?:without|unable|fail(?:s|ed|ing)?|lack(?:s|ed|ing)?|hardly|barely|scarcely|seldom|rarely"
+    r"|refus(?:e|es|ed|ing)|absent|except|instead|(?:rather|other) than|yet to|non-\w+)\b"
+    r"|\b(?:not|no) (?:less|more|fewer|later|earlier|sooner|greater|longer) than\b"
+)
+# Chinese negation words (as jieba cuts normalized, i.e. Simplified, text).
+_ZH_NEGATION_CHARS = frozenset("不没未无非别勿莫毋甭")
+_ZH_NEGATION_WORDS = frozenset(
+    "不 没 未 无 非 别 勿 莫 毋 甭 否 并非 并不 并未 并没有 尚未 从未 从不 从没 "
+    "从来不 从来没有 未曾 未能 未有 未经 未必 无法 无须 无需 无权 毫不 毫无 决不 "
+    "绝不 别再 别忘了 莫要".split()
+)
+_ZH_NEGATION_PREFIXES = tuple(w for w in _ZH_NEGATION_WORDS if len(w) > 1)
+# Words that start like a negation and are none ("continuously", "not only", "very", "future"…).
+_ZH_NOT_NEGATION = frozenset(
+    "不断 不仅 不但 不光 不只 不单 不论 不管 不过 不久 不少 不同 不得不 不错 不禁 "
+    "不免 不妨 不时 不日 不停 不已 不等 不一 不如 不然 不外 不料 不愧 不懈 不遗余力 "
+    "不可或缺 不可替代 不胜 不由得 非常 非但 非凡 无论 无论如何 无疑 无不 无比 无数 "
+    "无限 无穷 无私 无偿 无线 未来 没收 没落 莫过于 莫大 别人 别的 别处 别墅".split()
+)
+# ... nor does a word starting with one of these (jieba has 不断扩大, 不仅如此 as words).
+_ZH_NOT_NEGATION_PREFIXES = tuple(
+    "不断 不仅 不但 不光 不只 不单 不论 不管 不久 不停 不时 不懈 非常 非但 无论 未来".split()
+)
+_ZH_SOFT_NEGATION = ("缺乏", "缺少", "欠缺", "拒绝", "难以", "禁止", "否认", "除外", "不足")
+# A negated clause about what the document says ("the English version does not mention…",
+# "未提…") reports on the versions, not on the facts: it is not a negation of the evidence.
+_EN_META = re.compile(
+    r"\b(?:not|n't|never)\s+(?:\w+\s+){0,2}?(?:mention|say|said|state|specif|detail|indicat|disclos|explain"
+    r"|describ|elaborat|clarif)\w*|\b(?:english|chinese|other) (?:version|text|description|translation)\b"
+    r"|\b(?:document|passage|paragraph|context|source) (?:does|did|do)(?: not|n't)"
+)
+_ZH_META = re.compile(
+    r"(?:未|没有?|并未|并没有?|不)(?:提到|提及|提|说|写|列|载|注明|说明|标明|交代|明确|具体|涉及)(?![供升高交前醒出倡议])"
+    r"|(?:英文|中文)版?(?:本|说明|介绍)?中?(?:并|也|则)?(?:未|没|不)"
+)
+_CLAUSE = re.compile(r"[,;:，；：、()（）]|(?<=[.!?。！？])")
+# Terms that are themselves negation cues (or their pieces: "won't" -> "won") do not count for matching.
+_NEGATION_TERMS = frozenset(
+    "never cannot neither none nobody nothing nowhere won don didn doesn isn aren wasn weren hasn haven hadn "
+    "shouldn wouldn couldn mustn ain".split()
+)
+_CLAIM_END = re.compile(r"(?<=[。！？])\s*|(?<=[.!?])\s+")
+_TRAILING_MARKERS = re.compile(r"([.!?。！？]+)((?:\s*\[P\d+\])+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Statement:
+    """A claim or an evidence sentence, as the polarity check reads it."""
+
+    chinese: bool
+    terms: frozenset[str]  # key terms, negation cues left out
+    negated: bool  # holds a negation cue
+    hedged: bool  # holds a negation cue or a soft one
+    negated_clauses: tuple[frozenset[str], ...]  # key terms of each clause holding a negation cue
+
+
+@lru_cache(maxsize=1)
+def _jieba() -> Any:
+    """jieba's tokenizer, loaded (quietly) on first use."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def _zh_negations(text: str) -> tuple[bool, bool]:
+    """(holds a Chinese negation word, holds one or a soft cue) for normalized text."""
+    negated = soft = False
+    for word in _jieba().lcut(text, HMM=False):
+        if (
+            word in _ZH_NOT_NEGATION
+            or word.startswith(_ZH_NOT_NEGATION_PREFIXES)
+            or not any(ch in _ZH_NEGATION_CHARS for ch in word)
+        ):
+            continue
+        soft = True
+        # 不 or 没 starting a word negates it (不会, 没有, 不到), and so does a listed word starting
+        # one (并非如此, 绝不允许); a negation character inside a word (大不相同), or a word of
+        # 无/非/未/别/莫 not listed (无锡, 非洲, 莫斯科), is only a soft cue.
+        if word[0] in "不没" or word in _ZH_NEGATION_WORDS or word.startswith(_ZH_NEGATION_PREFIXES):
+            negated = True
+    return negated, soft or any(cue in text for cue in _ZH_SOFT_NEGATION)
+
+
+def _en_negations(text: str) -> tuple[bool, bool]:
+    """(holds an English negation cue, holds one or a soft cue) for normalized text."""
+    excluded = [m.span() for m in _EN_NOT_NEGATION.finditer(text)]
+    negated = any(not any(a <= m.start() < b for a, b in excluded) for m in _EN_NEGATION.finditer(text))
+    return negated, negated or bool(_EN_SOFT_NEGATION.search(text))
+
+
+def _statement(text: str, chinese: bool) -> _Statement:
+    """Read a sentence for the polarity check: its terms, its negations and its negated clauses."""
+    normalized = lang.normalize(text).replace("’", "'")
+    read, meta = (_zh_negations, _ZH_META) if chinese else (_en_negations, _EN_META)
+    negated, hedged = read(normalized)
+    clauses: list[frozenset[str]] = []
+    if negated:
+        for clause in _CLAUSE.split(normalized):
+            if clause.strip() and read(clause)[0] and not meta.search(clause):
+                clauses.append(_match_terms(clause))
+    # Negated: a clause negates a fact (a negation split from its clause by a comma counts too).
+    negated = bool(clauses) or (negated and not meta.search(normalized))
+    return _Statement(chinese, _match_terms(normalized), negated, hedged, tuple(clauses))
+
+
+def _match_terms(text: str) -> frozenset[str]:
+    """Key terms to match a claim with evidence: without the negation cues themselves."""
+    return frozenset(
+        t
+        for t in lang.key_terms(text)
+        if t not in _NEGATION_TERMS and not any(ch in _ZH_NEGATION_CHARS for ch in t)
+    )
+
+
+def _claims(text: str, cited: Sequence[str]) -> Iterator[tuple[str, list[str]]]:
+    """The sentences of an answer (markers after a full stop belong to the sentence before it),
+    each with the paragraphs it cites (every cited one when it has no marker of its own)."""
+    moved = _TRAILING_MARKERS.sub(lambda m: m.group(2) + m.group(1), text)
+    for piece in _CLAIM_END.split(moved):
+        plain = _plain(piece)
+        if any(ch.isalnum() for ch in plain):
+            ids = list(dict.fromkeys(re.findall(r"\[(P\d+)\]", piece)))
+            yield plain, ids or list(cited)
+
+
+def _coverage(terms: frozenset[str], pool: frozenset[str]) -> float:
+    """Share of ``terms`` found in ``pool`` (0 when there are none)."""
+    return len(terms & pool) / len(terms) if terms else 0.0
+
+
+def _negation_added(claim: _Statement, same: Sequence[_Statement], every: Sequence[_Statement]) -> bool:
+    """Whether a negated clause of the claim has no negation in the evidence it matches.
+
+    The evidence it matches: the sentences in the claim's language that hold most of the
+    clause's terms (the best one and those nearly as good); when none holds half of them
+    (the clause rests on the other version, or on nothing), every evidence sentence.
+    """
+    for clause in claim.negated_clauses:
+        terms = clause if len(clause) >= 2 else claim.terms
+        scores = [_coverage(terms, s.terms) for s in same]
+        best = max(scores, default=0.0)
+        if best >= MATCH_MIN:
+            matched = [s for s, score in zip(same, scores, strict=True) if score >= best * MATCH_NEAR]
+        else:
+            matched = list(every)
+        if not any(s.hedged for s in matched):
+            return True
+    return False
+
+
+def _negation_removed(claim: _Statement, same: Sequence[_Statement]) -> bool:
+    """Whether the claim restates a negated clause of the sentence it matches best, without a negation.
+
+    Only sentences in the claim's language are compared: a claim whose evidence is in the
+    other version alone is not checked for dropped negations.
+    """
+    scores = [_coverage(claim.terms, s.terms) for s in same]
+    best = max(scores, default=0.0)
+    if best < MATCH_MIN:
+        return False
+    top = [s for s, score in zip(same, scores, strict=True) if score == best]
+    if not all(s.negated for s in top):
+        return False  # a best match says it without a negation
+    return any(
+        _coverage(clause, claim.terms) >= CLAUSE_KEPT
+        for s in top
+        for clause in s.negated_clauses
+        if len(clause) >= 2
+    )
 
 
 def _finish_reason(chunk: Any) -> str | None:
