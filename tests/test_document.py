@@ -206,3 +206,19 @@ def test_a_byte_order_mark_says_how_a_document_is_encoded(tmp_path):
         path = tmp_path / f"{encoding}.txt"
         path.write_bytes(text.encode(encoding))
         assert [p.text for p in read_document(path).paragraphs] == text.split("\n")[:2], encoding
+
+
+def test_a_folder_without_search_permission_is_a_one_line_error(tmp_path, monkeypatch):
+    import errno
+
+    from bilingual_qa import document
+
+    # Root ignores permissions, so the refusal the kernel gives everyone else is simulated.
+    def refuse(path, flags, *args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(document.os, "open", refuse)
+    with pytest.raises(
+        DocumentError, match=r"^permission denied reading the document \(or a folder on its path\)"
+    ):
+        read_document(tmp_path / "locked" / "notes.txt")
