@@ -222,3 +222,22 @@ def test_quick_benchmark_measures_every_stage(quick_report, tmp_path):
     paths = write_report(quick_report, tmp_path)
     assert paths["plot"].stat().st_size > 0
     json.loads(quick_report.to_json())
+
+
+def test_late_chunking_pools_each_sentence_over_its_own_tokens():
+    from bilingual_qa.bench.engines import pool_spans, span_token_ranges, token_batches, window_ranges
+
+    # "<s> ▁One ▁two . ▁Three . </s>": sentences "One two." (0-8) and "Three." (9-15)
+    offsets = [(0, 0), (0, 3), (3, 7), (7, 8), (8, 14), (14, 15), (0, 0)]
+    spans = [(0, 8), (9, 15), (20, 25)]
+    assert span_token_ranges(offsets, spans) == [(1, 4), (4, 6), (0, 0)]
+    states = np.arange(14, dtype=np.float32).reshape(7, 2)
+    means, covered = pool_spans(states, offsets, spans)
+    assert means.tolist() == [[4.0, 5.0], [9.0, 10.0], [0.0, 0.0]]
+    assert covered.tolist() == [True, True, False]
+    # Windows end at a sentence start when one fits; a sentence longer than a window is cut.
+    assert window_ranges(10, 4, cuts=[0, 3, 5, 9]) == [(0, 3), (3, 5), (5, 9), (9, 10)]
+    assert window_ranges(10, 4, cuts=[0]) == [(0, 4), (4, 8), (8, 10)]
+    assert window_ranges(3, 512) == [(0, 3)]
+    # Longest first, at most 8 padded tokens a batch; a text over the budget alone.
+    assert token_batches([2, 9, 4, 3, 1, 1, 1], budget=8, most=3) == [[1], [2, 3], [0, 4, 5], [6]]

