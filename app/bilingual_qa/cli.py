@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ENGINES
@@ -237,7 +238,16 @@ def _serve(args: argparse.Namespace) -> int:
     from . import web
 
     auth = web.parse_auth(args.auth)  # a bad --auth fails before the model loads
+    # A first start takes seconds (model, index, Gradio): say what is happening meanwhile.
+    _say(f"opening {args.document or 'the default document'} and loading the model…")
+    started = time.perf_counter()
     assistant = _assistant(args)
+    index = assistant.index
+    how = f"indexed in {index.build_seconds:.1f} s" if index.build_seconds else "index loaded"
+    _say(
+        f"{assistant.document.name}: {len(index.document.paragraphs)} paragraphs, {how} "
+        f"({time.perf_counter() - started:.1f} s); starting the page…"
+    )
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` and service managers stop it like Ctrl+C
     try:
         web.serve(assistant, host=args.host, port=args.port, auth=auth)
@@ -246,6 +256,11 @@ def _serve(args: argparse.Namespace) -> int:
         # server's process alive.
         _exit_deadline(SHUTDOWN_SECONDS)
     return 0
+
+
+def _say(line: str) -> None:
+    """One progress line on stderr."""
+    print(f"bilingual-qa: {line}", file=sys.stderr, flush=True)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
