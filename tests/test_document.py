@@ -185,6 +185,12 @@ def _bad_documents(tmp: Path) -> dict[str, tuple[Path, str]]:
     case("late-nul", tmp / "late-nul.txt", "contains a NUL character (line 1001)")
     (tmp / "latin1.txt").write_bytes("Café crème.".encode("latin-1"))
     case("latin1", tmp / "latin1.txt", "is not valid UTF-8 (byte 3)")
+    zh = "重庆将积极举办各类双边和多边外事活动，并将陆海新通道纳入顶层规划。这是一个重要的发展。"
+    (tmp / "gbk.txt").write_bytes(zh.encode("gbk"))
+    case("gbk", tmp / "gbk.txt", "is not UTF-8: it looks like GBK (Simplified Chinese) text; save it as")
+    zh_hant = "重慶將積極舉辦各類雙邊和多邊外事活動，並將陸海新通道納入頂層規劃。這是一個重要的發展。"
+    (tmp / "big5.txt").write_bytes(zh_hant.encode("big5"))
+    case("big5", tmp / "big5.txt", "it looks like Big5 (Traditional Chinese) text")
     (tmp / "empty.txt").write_bytes(b"\n \n")
     case("empty", tmp / "empty.txt", "contains no text")
     with open(tmp / "huge.txt", "wb") as f:  # sparse: claims its size honestly, costs no disk

@@ -313,6 +313,10 @@ def _decode(data: bytes, name: str) -> str:
         if b"\x00" in data[:8192]:
             message = f"{name} looks binary (NUL bytes, not valid {label}); give a text file"
             raise DocumentError(message) from None
+        legacy = _legacy_chinese_encoding(data) if encoding == "utf-8-sig" else None
+        if legacy is not None:
+            message = f"{name} is not UTF-8: it looks like {legacy} text; save it as UTF-8"
+            raise DocumentError(message) from None
         raise DocumentError(
             f"{name} is not valid {label} (byte {exc.start}); save it as UTF-8 and try again"
         ) from None
@@ -321,6 +325,30 @@ def _decode(data: bytes, name: str) -> str:
         line = text.count("\n", 0, nul) + 1
         raise DocumentError(f"{name} contains a NUL character (line {line}): it looks binary, not text")
     return text
+
+
+# Characters frequent in any Chinese prose: text decoded with its own legacy encoding is full of
+# them, the same bytes decoded with the other encoding are not.
+_COMMON_HAN = frozenset("的是在和有一不了人中國国為为這这個个大上年會会與与將将以及等對对發发展")
+_LEGACY_ENCODINGS = (("gbk", "GBK (Simplified Chinese)"), ("big5", "Big5 (Traditional Chinese)"))
+
+
+def _legacy_chinese_encoding(data: bytes) -> str | None:
+    """The legacy Chinese encoding (GBK or Big5) non-UTF-8 bytes read as, if either fits clearly."""
+    head = data[:65536]
+    best, best_share = None, 0.0
+    for codec, label in _LEGACY_ENCODINGS:
+        try:
+            text = head.decode(codec)
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
+                continue
+            text = head[: exc.start].decode(codec)
+        han = [ch for ch in text if lang.is_cjk(ch)]
+        share = sum(ch in _COMMON_HAN for ch in han) / len(han) if len(han) >= 4 else 0.0
+        if share > best_share:
+            best, best_share = label, share
+    return best if best_share >= 0.05 else None
 
 
 def _looks_utf16(head: bytes) -> bool:
