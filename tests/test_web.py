@@ -93,7 +93,7 @@ def test_relabelling_updates_every_labelled_component_in_its_language(chat_page)
 def test_chat_streams_then_settles_with_sources(chat_page):
     updates = _drain(chat_page.chat("How many promotional events will Chongqing host?", Session()))
     first, *middle, last = updates
-    assert first[0][-1]["content"] == "*Searching the document…*" and first[1] == ""
+    assert first[0][-1]["content"] == "*Searching the document…*" and first[1]["value"] == ""
     assert len(middle) >= 3  # streamed in pieces
     lengths = [len(u[0][-1]["content"]) for u in updates[1:]]
     assert lengths == sorted(lengths)
@@ -171,9 +171,12 @@ def test_a_follow_up_can_be_asked_again_as_a_new_question(chat_page):
     assert update[2] == again
 
 
-def test_empty_question_changes_nothing(chat_page):
-    (update,) = _drain(chat_page.chat("   ", Session()))
-    assert update[0] == [] and update[2] == Session()
+def test_empty_question_changes_nothing_but_says_what_to_do(chat_page):
+    (update,) = _drain(chat_page.chat("   ", Session(ui="zh-Hant")))
+    assert update[0] == [] and update[2] == Session(ui="zh-Hant")
+    assert update[1]["value"] == "" and update[1]["placeholder"].startswith("請先輸入問題")
+    first = next(iter(_drain(chat_page.chat("What is RCEP?", Session()))))
+    assert first[1]["placeholder"] == "Ask in English, 繁體 or 简体…"  # the hint goes with the next question
 
 
 @pytest.mark.parametrize(
@@ -921,10 +924,16 @@ def test_serve_command_serves_the_page_behind_a_password(tmp_path, stop):
     )
     lines: list[str] = []
     try:
-        line = server.stderr.readline()  # printed once the page accepts connections
+        # What it is doing, then the URL, printed once the page accepts connections.
+        progress = [server.stderr.readline() for _ in range(3)]
         # Keep reading: a server blocked on a full stderr pipe would never stop.
         threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True).start()
-        assert line.startswith(
+        assert progress[0] == "bilingual-qa: opening the default document and loading the model…\n"
+        assert re.match(
+            r"bilingual-qa: ilstc-five-year-action-plan.txt: 17 paragraphs, (index loaded|indexed in)",
+            progress[1],
+        )
+        assert progress[2].startswith(
             f"bilingual-qa: serving ilstc-five-year-action-plan.txt at http://127.0.0.1:{port}/"
         )
         url = f"http://127.0.0.1:{port}/"

@@ -285,12 +285,18 @@ class ChatPage:
             whose answer text replaces whatever was streamed.
         """
         ui = session.ui
+        import gradio as gr
+
+        text = page.strings(ui)
         if not isinstance(question, str) or not question.strip():
-            yield self._chat(session, ui), "", session, page.sources_html(session, ui)
+            # Nothing to ask: the box itself says what to do, where the visitor is looking.
+            hint = gr.update(value="", placeholder=text["empty_question"])
+            yield self._chat(session, ui), hint, session, page.sources_html(session, ui)
             return
         pending = session.add(Exchange(question))
         waiting = page.sources_html(pending, ui)
-        yield self._chat(pending, ui), "", pending, waiting
+        box = gr.update(value="", placeholder=text["question_placeholder"])  # the hint, if shown, goes
+        yield self._chat(pending, ui), box, pending, waiting
         shown = ""
         exchange = None
         history = [] if on_its_own else session.history()
