@@ -6,9 +6,9 @@ re-encodes only its changed paragraphs and their sentences, a document seen befo
 upload sent again, an index folder pruned or damaged) costs no encoding at all.
 
 One SQLite database per index folder: transactions make every write atomic (a killed
-build leaves what it committed and nothing half-written), WAL mode lets a second process
-read while one writes, and a busy timeout makes two writers wait their turn. Bounded:
-beyond ``max_bytes`` the least recently used vectors are dropped.
+build leaves what it committed and nothing half-written), and a busy timeout makes readers
+and writers in other threads and processes wait their turn (writes are a chunk of vectors,
+milliseconds). Bounded: beyond ``max_bytes`` the least recently used vectors are dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +33,24 @@ ROW_OVERHEAD = 120
 CHUNK = 500
 
 
+#: Tries at opening the database before building without it.
+OPEN_ATTEMPTS = 20
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The cache database, its table created (in a write transaction taken up front)."""
+    db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB, used REAL)")
+        db.execute("CREATE INDEX IF NOT EXISTS vectors_used ON vectors (used)")
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class VectorCache:
     """Passage vectors by (model id, scheme, text), on disk, shared by threads and processes.
 
@@ -52,16 +70,22 @@ class VectorCache:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB, used REAL)")
-            db.execute("CREATE INDEX IF NOT EXISTS vectors_used ON vectors (used)")
-            self._db = db
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("vector cache %s unavailable (%s): building without it", path, exc)
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = _open(path)
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes creating a new cache together can meet "database is locked" at
+                # once, before the busy timeout applies: a fresh connection a moment later works.
+                if "locked" in str(exc) and attempt + 1 < OPEN_ATTEMPTS:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                log.warning("vector cache %s unavailable (%s): building without it", path, exc)
+                break
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("vector cache %s unavailable (%s): building without it", path, exc)
+                break
 
     def _key(self, text: str) -> bytes:
         return bytes.fromhex(sha256_bytes(self._prefix + text.encode("utf-8", "surrogatepass")))
