@@ -127,7 +127,7 @@ class Assistant:
         Raises:
             QuestionError: the question or history is invalid.
         """
-        query = self._prepare(question, history)
+        query = self._prepare(self.validate(question), history)
         text, retrieval = self._evidence(query)
         return self._answerer.evidence.weigh(text, query.language, retrieval), retrieval
 
@@ -169,6 +169,7 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         started = time.perf_counter()
+        question = self.validate(question)
         unserved = self._unserved(question, started)
         if unserved is not None:
             return unserved
@@ -205,15 +206,15 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         started = time.perf_counter()
+        question = self.validate(question)
         unserved = self._unserved(question, started)
         if unserved is not None:
             return iter((unserved.text, unserved))
         query = self._prepare(question, history)
         return self._stream(query, started)
 
-    def _unserved(self, question: object, started: float) -> Answer | None:
+    def _unserved(self, text: str, started: float) -> Answer | None:
         """The reply to a valid question in a script other than Latin or Han (it is not answered)."""
-        text = self.validate(question)
         language = lang.unserved_language(text)
         if language is None:
             return None
@@ -244,9 +245,8 @@ class Assistant:
             yield answer.text
         yield self._finish(answer, query, started)
 
-    def _prepare(self, question: object, history: Iterable[object] | None) -> _Query:
-        """Validate, condense and embed the question."""
-        question = self.validate(question)
+    def _prepare(self, question: str, history: Iterable[object] | None) -> _Query:
+        """Condense and embed a validated question (see :meth:`validate`)."""
         settings = self.settings
         turns = as_turns(history, settings.max_history_turns, settings.max_question_chars)
         language = lang.question_language(question, self._conversation_script(turns))
@@ -360,7 +360,7 @@ class Assistant:
             QuestionError: the question is invalid.
             ModelError: the question could not be embedded.
         """
-        query = self._prepare(question, history)
+        query = self._prepare(self.validate(question), history)
         hits = self._retriever.search(query.standalone, query.vector, max(1, k or self.settings.top_k)).hits
         paragraphs = self.index.document.paragraphs
         return tuple(Retrieved(tuple(paragraphs[m].id for m in h.members), h.score) for h in hits)
