@@ -45,6 +45,10 @@ CHROMIUM_ARGS = [
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 
 XSS = "<img src=x onerror=alert(1)> ${7*7} {{x}} **bold** [link](javascript:alert(2))"
+#: The browser tests' screens: a laptop and a phone (CSS pixels).
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SCREENS = pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 
 
 def _free_port() -> int:
@@ -120,9 +124,16 @@ def test_follow_up_uses_the_conversation(chat_page):
 )
 def test_bad_question_is_a_chat_message(chat_page, question, shown):
     last = _drain(chat_page.chat(question, Session(ui="zh-Hans")))[-1]
-    reply = last[0][-1]["content"]
-    assert reply.startswith("⚠️ 无法回答这个问题") and shown in reply.replace("\\", "")
+    asked, reply = (m["content"] for m in last[0])
+    # The refusal is an error message of its own (the page styles .bqa-error), after the question.
+    assert reply.startswith('<div class="bqa-error" role="alert">\n\n⚠️ 无法回答这个问题')
+    assert shown in reply.replace("\\", "")
     assert last[2].history() == []
+    # A question too long to answer is shown cut, with its length; the session keeps it whole.
+    assert last[2].entries[-1].question == question
+    if len(question) > webpage.QUESTION_SHOWN_CHARS:
+        assert asked.endswith("…（共 2,001 个字符）") and len(asked) < 2 * webpage.QUESTION_SHOWN_CHARS
+        assert "2,001" in last[3] and question not in last[3]
 
 
 def test_engine_failure_is_a_chat_message_and_logged(chat_page, caplog, monkeypatch):
@@ -133,7 +144,25 @@ def test_engine_failure_is_a_chat_message_and_logged(chat_page, caplog, monkeypa
     monkeypatch.setattr(chat_page.assistant, "ask_stream", explode, raising=False)
     last = _drain(chat_page.chat("anything at all?", Session()))[-1]
     assert "Something went wrong" in last[0][-1]["content"] and "boom" not in last[0][-1]["content"]
+    assert last[0][-1]["content"].startswith('<div class="bqa-error"')
     assert "boom" in caplog.text
+
+
+def test_an_engine_failing_mid_stream_replaces_the_partial_answer_with_an_error(chat_page, monkeypatch):
+    class Failing:
+        document = chat_page.assistant.document
+
+        def ask_stream(self, question, history=None):
+            yield "Chongqing will host "
+            raise TimeoutError("the LLM stopped answering")
+
+    monkeypatch.setattr(chat_page, "assistant", Failing())
+    updates = _drain(chat_page.chat("How many events?", Session()))
+    assert any("Chongqing will host" in u[0][-1]["content"] for u in updates[1:-1])  # it streamed
+    final = updates[-1][0]
+    assert [m["role"] for m in final] == ["user", "assistant"]  # the error is the reply, not added to it
+    assert final[-1]["content"].startswith('<div class="bqa-error"')
+    assert "Chongqing will host" not in final[-1]["content"] and "LLM" not in final[-1]["content"]
 
 
 def test_a_streaming_engine_streams_and_its_final_answer_wins(chat_page, fake_assistant, monkeypatch):
@@ -171,6 +200,20 @@ def test_a_follow_up_can_be_asked_again_as_a_new_question(chat_page):
     assert update[2] == again
 
 
+def test_a_file_too_large_to_send_is_refused_in_the_chat(chat_page):
+    refused = json.dumps({"name": "<b>big</b>.txt", "size": 5_000_000})
+    chat, session, _, status, _, examples = chat_page.refuse_upload(refused, Session(ui="en"))
+    assert session.upload is None and examples["visible"] is True and "(default)" in status.replace("\\", "")
+    assert session.entries[-1].error
+    text = chat[-1]["content"].replace("\\", "")
+    assert text.startswith('<div class="bqa-error"') and "<b>" not in text
+    assert "Cannot load &lt;b&gt;big&lt;/b&gt;.txt: it is 4.8 MB, larger than the 2 KB limit" in text
+    # Whatever else is sent (the event is the page's own, but anyone can call it) changes nothing.
+    fields = ('{"name": "x.txt"}', '{"name": "x", "size": "many"}', '{"name": "x", "size": 1e999}')
+    for junk in ("", "not json", "[]", *fields, "[" * 5000, "[" * 5000 + "]" * 5000):
+        assert chat_page.refuse_upload(junk, Session())[1] == Session()
+
+
 def test_empty_question_changes_nothing_but_says_what_to_do(chat_page):
     (update,) = _drain(chat_page.chat("   ", Session(ui="zh-Hant")))
     assert update[0] == [] and update[2] == Session(ui="zh-Hant")
@@ -196,6 +239,7 @@ def test_bad_upload_is_explained_and_keeps_the_document(chat_page, tmp_path, nam
     assert session.upload is None and "(default)" in status.replace("\\", "")
     text = chat[-1]["content"].replace("\\", "")
     assert f"Cannot load {name}" in text and message in text
+    assert text.startswith('<div class="bqa-error"') and session.entries[-1].error  # shown as an error
     assert str(tmp_path) not in text  # no server paths in messages
     assert not path.exists()  # not left in Gradio's cache, served to whoever knows its path
 
@@ -216,7 +260,7 @@ def test_upload_is_indexed_for_this_session_with_the_shared_model(chat_page, tmp
     assert [d for d, _ in shown] == sorted(d for d, _ in shown)
     assert not path.exists()
     assert "fruit.md" in status.replace("\\", "") and "Shaanxi" in table
-    assert "Loaded **fruit\\.md**" in chat[-1]["content"]
+    assert "Loaded **fruit\\.md**" in chat[-1]["content"] and not session.entries[-1].error
     # The uploaded document's index lives in the page's private folder, not the shared index folder.
     assert engine.settings.index_dir != chat_page.assistant.settings.index_dir
     answer = _drain(chat_page.chat("Where do apples grow?", session))[-1][2].entries[-1].answer
@@ -360,6 +404,7 @@ def test_an_evicted_upload_that_is_gone_asks_the_tab_to_upload_again(counting_pa
     built = embedder.passage_calls
     last = _drain(page.chat("Where do apples grow?", apples))[-1]
     assert "apples.md is no longer kept on the server. Load the file again" in _last_reply(last)
+    assert _last_reply(last).startswith('<div class="bqa-error"')  # an error, in a message of its own
     assert embedder.passage_calls == built
     *_, status, document, _ = page._document_outputs(apples)
     assert "apples.md" in status.replace("\\", "") and "no longer kept on the server" in document
@@ -412,6 +457,7 @@ def test_an_upload_while_both_indexing_slots_are_taken_is_told_the_server_is_bus
         assert time.perf_counter() - started < 2.0  # answered at once, not queued
         assert "目前無法載入 rice.md：伺服器正忙著為其他文件建立索引" in chat[-1]["content"].replace("\\", "")
         assert session.upload is None and not rice.exists()
+        assert session.entries[-1].error and 'class="bqa-error"' in chat[-1]["content"]
         english = page.load_document(str(_fruit_file(tmp_path, "rice")), Session())[0]
         assert (
             "the server is busy indexing other documents. Please try again shortly" in english[-1]["content"]
@@ -1056,8 +1102,8 @@ def page_at(browser, real_server):
     """Open the page in a fresh browser context with the given locale; record dialogs and requests."""
     contexts = []
 
-    def open_page(locale="en-US"):
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=locale)
+    def open_page(locale="en-US", viewport=None):
+        context = browser.new_context(viewport=viewport or {"width": 1400, "height": 1000}, locale=locale)
         contexts.append(context)
         page = context.new_page()
         page.dialogs = []
@@ -1122,7 +1168,7 @@ def test_browser_answers_a_chinese_question_with_source_cards(page_at):
     assert "新加坡" in answer and "溝通協調機制" in answer and "[P10]" in answer
     card = page.locator("#bqa-sources article.bqa-card").first
     assert card.get_attribute("id") == "src-0-P10"
-    assert "新加坡、緬甸、柬埔寨、泰國、馬來西亞" in card.locator("mark").first.inner_text()
+    assert "新加坡、緬甸、柬埔寨、泰國、馬來西亞" in card.locator("mark:not(.bqa-twin)").first.inner_text()
     assert "Singapore, Myanmar" in card.inner_text()  # its aligned English translation, beside it
     assert page.locator("#bqa-sources .bqa-title").inner_text() == "出處"
     # The [P10] marker reveals its card.
@@ -1268,6 +1314,7 @@ def test_cancel_stops_an_upload_and_the_tab_keeps_its_document(counting_page, tm
     _chat, session, *_ = results[0]
     assert session.upload is None  # still the default document
     assert "Stopped indexing tea.md. This tab keeps its document." in _last_reply(results[0])
+    assert not session.entries[-1].error and "bqa-error" not in _last_reply(results[0])  # no error
     assert not any(page._files.glob("*/document.txt")) and page._cancels == {}
     for _ in range(2):  # both indexing slots are free again
         assert page._indexing.acquire(blocking=False)
@@ -1275,3 +1322,313 @@ def test_cancel_stops_an_upload_and_the_tab_keeps_its_document(counting_page, tm
     page._indexing.release()
     again = page.load_document(str(_fruit_file(tmp_path, "tea")), before, tab="tab-1")
     assert again[1].upload is not None  # the same file loads when not cancelled
+
+
+# --- the page as a person meets it: highlights, errors, phones, Chinese glyphs -----------------
+
+# Background colours as [r, g, b, alpha] (Chromium reports rgb() or rgba()).
+_RGBA = """el => {
+    const parts = getComputedStyle(el).backgroundColor.match(/[\\d.]+/g).map(Number);
+    return parts.length === 3 ? [...parts, 1] : parts;
+}"""
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+@SCREENS
+def test_browser_twin_sentences_are_highlighted_in_a_quieter_colour_with_a_legend(
+    page_at, real_assistant, viewport
+):
+    question = "重庆将与哪些国家的驻华使领馆搭建沟通协调机制？"
+    page = page_at("zh-CN", viewport=viewport)
+    _ask_in_page(page, question)
+    card = page.locator("#bqa-sources #src-0-P10")
+    quoted = card.locator(".bqa-cited mark")
+    twin = card.locator(".bqa-side:not(.bqa-cited) mark")
+    # The quote in P10, and in its English translation P9 the sentences that say the same: the
+    # English splits P10's one sentence in two (the embassies, then the mechanism with them).
+    assert quoted.count() == 1 and "新加坡、緬甸、柬埔寨、泰國、馬來西亞" in quoted.inner_text()
+    assert card.locator(".bqa-side:not(.bqa-cited)").get_attribute("lang") == "en"
+    (citation,) = (c for c in real_assistant.ask(question).citations if c.paragraph_id == "P10")
+    english = real_assistant.document.paragraph("P9").text
+    marked = [english[start:end] for start, end in citation.twin_spans]
+    assert marked and all(text.endswith(".") for text in marked)  # whole sentences
+    assert "Singapore, Myanmar" in "".join(marked) or "diplomatic missions" in "".join(marked)
+    assert [twin.nth(i).inner_text() for i in range(twin.count())] == marked
+    assert {twin.nth(i).get_attribute("class") for i in range(twin.count())} == {"bqa-twin"}
+    assert card.locator(".bqa-cited mark.bqa-twin").count() == 0
+    # Two colours: the translation's is quieter (fainter) than the quote's, and the legend shows both.
+    quote_colour, twin_colour = quoted.evaluate(_RGBA), twin.first.evaluate(_RGBA)
+    assert quote_colour[:3] != twin_colour[:3] and 0 < twin_colour[3] < quote_colour[3]
+    legend = page.locator("#bqa-sources .bqa-legend")
+    assert legend.is_visible()
+    text = webpage.strings("zh-Hans")
+    keys = legend.locator(".bqa-key")
+    assert [keys.nth(i).inner_text().strip() for i in range(keys.count())] == [
+        text["legend_quoted"],
+        text["legend_twin"],
+    ]
+    assert keys.nth(0).locator("mark").evaluate(_RGBA) == quote_colour
+    assert keys.nth(1).locator("mark").evaluate(_RGBA) == twin_colour
+    # On either screen the card fits it: the highlighted translation is on screen, not cut off.
+    box = card.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    width = viewport["width"]
+    page.screenshot(path=str(ARTIFACTS / f"web-twin-{width}.png"), full_page=True)
+
+
+def _bubbles(page) -> list[dict]:
+    """Every chat message as the browser shows it: role, text, error markup, bubble colours."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#bqa-chat .message')].map(m => {
+            const style = getComputedStyle(m);
+            return {
+                user: m.classList.contains('user'),
+                text: m.innerText.trim(),
+                error: m.querySelectorAll('.bqa-error').length,
+                look: [style.backgroundColor, style.borderTopColor],
+                rows: m.closest('.message-row').querySelectorAll('.message').length,
+            };
+        })"""
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+@SCREENS
+def test_browser_errors_are_chat_messages_of_their_own(page_at, tmp_path, viewport):
+    page = page_at("en-US", viewport=viewport)
+    _ask_in_page(page, "How many promotional events will Chongqing host?")
+    answer = _bubbles(page)[-1]
+    assert "[P11]" in answer["text"] and answer["error"] == 0
+    # An upload error right after the answer: a new message, styled as an error, the answer untouched.
+    pdf = tmp_path / "notes.pdf"
+    pdf.write_bytes(b"%PDF-1.4 binary")
+    _upload_in_page(page, pdf)
+    *_, last_answer, error = _bubbles(page)
+    assert last_answer == answer  # not a word added to the answer's bubble
+    assert error["text"].startswith("⚠️ Cannot load notes.pdf: only .txt and .md files")
+    assert error["error"] == 1 and error["rows"] == 1 and not error["user"]
+    assert error["look"] != answer["look"]  # its own colours
+    probe = page.evaluate(
+        """() => {
+            const probe = document.createElement('div');
+            probe.style.background = 'var(--error-background-fill)';
+            document.querySelector('#bqa-chat').appendChild(probe);
+            const colour = getComputedStyle(probe).backgroundColor;
+            probe.remove();
+            return colour;
+        }"""
+    )
+    assert error["look"][0] == probe  # the theme's error colour
+    # A file too large to send at all (Gradio's own limit, 4x the page's) is refused the same way,
+    # not in a passing pop-up.
+    huge = tmp_path / "huge.txt"
+    huge.write_text("tea " * 300_000, encoding="utf-8")
+    _upload_in_page(page, huge)
+    too_large = _bubbles(page)[-1]
+    limits = "it is 1.1 MB, larger than the 256 KB limit for uploads."
+    assert too_large["text"] == f"⚠️ Cannot load huge.txt: {limits}"
+    assert too_large["error"] == 1 and too_large["look"] == error["look"]
+    assert page.locator("[data-testid=toast-body]").count() == 0
+    # A question refused for its length: shown cut, with its length, and the refusal is an error too.
+    question = ("How many promotional events will Chongqing host? " * 500)[:20_000]
+    _ask_in_page(page, question)
+    *_, asked, refused = _bubbles(page)
+    shown = question[: webpage.QUESTION_SHOWN_CHARS].rstrip()
+    assert asked["user"] and asked["text"] == f"{shown}… (20,000 characters)"
+    assert refused["error"] == 1 and "the question is too long" in refused["text"]
+    assert refused["look"] == error["look"]
+    heading = page.locator("#bqa-sources .bqa-question")
+    assert heading.inner_text() == asked["text"]  # never the whole question as the panel's heading
+    assert heading.bounding_box()["height"] < 0.4 * viewport["height"]
+    width = viewport["width"]
+    page.screenshot(path=str(ARTIFACTS / f"web-errors-{width}.png"))
+
+
+# Whether the question box's placeholder shows whole: on one line when it fits one (and then it
+# must), else wrapped within the box's height. Measured with a copy of the box's text layout.
+_PLACEHOLDER_FITS = """() => {
+    const box = document.querySelector('#bqa-question textarea');
+    const style = getComputedStyle(box);
+    const copy = document.createElement('div');
+    for (const name of ['fontFamily', 'fontSize', 'fontWeight', 'lineHeight', 'letterSpacing',
+                        'paddingLeft', 'paddingRight', 'paddingTop', 'paddingBottom', 'boxSizing']) {
+        copy.style[name] = style[name];
+    }
+    copy.style.position = 'absolute';
+    copy.style.visibility = 'hidden';
+    copy.style.whiteSpace = 'pre';
+    copy.textContent = box.placeholder;
+    document.body.appendChild(copy);
+    const line = copy.getBoundingClientRect().width;
+    copy.remove();
+    return {placeholder: box.placeholder, needed: Math.ceil(line), width: box.clientWidth};
+}"""
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+def test_browser_phone_layout_keeps_the_box_and_the_sources_in_reach(page_at):
+    page = page_at("en-US", viewport=PHONE)
+    height = PHONE["height"]
+    # The placeholder shows whole in every page language.
+    for ui in webpage.UI_LANGUAGES:
+        name = webpage.strings(ui)["language_name"]
+        page.locator("#bqa-ui label", has_text=name).click()
+        page.wait_for_function(
+            "p => document.querySelector('#bqa-question textarea').placeholder === p",
+            arg=webpage.strings(ui)["question_placeholder"],
+            timeout=10_000,
+        )
+        fit = page.evaluate(_PLACEHOLDER_FITS)
+        assert fit["needed"] <= fit["width"], (ui, fit)
+    page.locator("#bqa-ui label", has_text="English").click()
+    page.wait_for_function("() => document.querySelector('#bqa-send').innerText === 'Ask'")
+    _ask_in_page(page, "Which cities are sister cities of Chongqing?")
+    # The sources come right under the answer they belong to.
+    answer = page.locator("#bqa-chat [data-testid=bot]").last.bounding_box()
+    sources = page.locator("#bqa-sources").bounding_box()
+    gap = sources["y"] - (answer["y"] + answer["height"])
+    assert 0 <= gap <= 90, gap
+    assert page.locator("#bqa-sources #src-0-P9").count() == 1
+    # Nothing sticks out sideways.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    # Wherever the page is scrolled, the question box and the Ask button are on screen.
+    bottom = page.evaluate("document.documentElement.scrollHeight") - height
+    assert bottom > height  # a long page: the answer and its card run past the screen
+    for y in (0, bottom // 3, 2 * bottom // 3, bottom):
+        page.evaluate("y => window.scrollTo(0, y)", y)
+        page.wait_for_timeout(100)
+        for selector in ("#bqa-question textarea", "#bqa-send"):
+            box = page.locator(selector).bounding_box()
+            assert box["y"] >= 0 and box["y"] + box["height"] <= height, (y, selector, box)
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (y, selector, box)
+    # The sources fold away (and back) under the answer.
+    summary = page.locator("#bqa-sources summary")
+    summary.click()
+    page.wait_for_function("() => !document.querySelector('#bqa-sources details').open")
+    assert page.locator("#bqa-sources #src-0-P9").is_hidden()
+    summary.click()
+    page.locator("#bqa-sources #src-0-P9").wait_for(state="visible")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "web-phone.png"))
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+@SCREENS
+def test_browser_page_loads_at_its_top(page_at, viewport):
+    page = page_at("zh-TW", viewport=viewport)
+    page.wait_for_timeout(500)  # whatever the page does once loaded
+    assert page.evaluate("window.scrollY") == 0
+    title = page.locator("#bqa-title").bounding_box()
+    assert title["y"] >= 0 and title["y"] + title["height"] <= viewport["height"]
+    # A keyboard at hand (a wide screen): the box has the focus. A phone's keyboard stays closed.
+    focused = page.evaluate(
+        "() => document.activeElement === document.querySelector('#bqa-question textarea')"
+    )
+    assert focused == (viewport is DESKTOP)
+
+
+# Records, every frame, the page's scroll and where the header and the upload button are.
+_RECORD_FRAMES = """() => {
+    window.bqaFrames = [];
+    const record = () => {
+        const button = document.getElementById('bqa-upload');
+        const title = document.getElementById('bqa-title');
+        if (button && title) {  // (Gradio may re-render the button)
+            const top = element => Math.round(element.getBoundingClientRect().top);
+            window.bqaFrames.push([window.scrollY, top(title), top(button)]);
+        }
+        window.bqaRecording = requestAnimationFrame(record);
+    };
+    record();
+}"""
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+@SCREENS
+def test_browser_choosing_a_file_does_not_move_the_page(page_at, tmp_path, viewport):
+    lines = [f"Line {i} is about green tea grown on hill {i}." for i in range(40)]
+    first, second = tmp_path / "first.md", tmp_path / "second.md"
+    first.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    second.write_text("\n\n".join(reversed(lines)) + "\n", encoding="utf-8")
+    page = page_at("en-US", viewport=viewport)
+    # At the top of the page, the header stays where it is while a file is chosen and indexed.
+    page.evaluate(_RECORD_FRAMES)
+    _upload_in_page(page, first)
+    page.wait_for_timeout(300)
+    frames = page.evaluate("() => { cancelAnimationFrame(window.bqaRecording); return window.bqaFrames; }")
+    assert {(y, title) for y, title, _ in frames} == {(0, frames[0][1])}, frames
+    # Scrolled down to the button and choosing with it: the button stays under the pointer.
+    page.locator("#bqa-upload").scroll_into_view_if_needed()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#bqa-upload").click()
+    page.evaluate(_RECORD_FRAMES)
+    chooser.value.set_files(str(second))
+    # A new document starts a new conversation: its notice replaces the chat.
+    page.wait_for_function(
+        "() => document.querySelector('#bqa-chat').innerText.includes('Loaded second.md')", timeout=60_000
+    )
+    page.wait_for_timeout(500)
+    frames = page.evaluate("() => { cancelAnimationFrame(window.bqaRecording); return window.bqaFrames; }")
+    assert "Loaded second.md" in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
+    tops = {button for _, _, button in frames}
+    assert max(tops) - min(tops) <= 2, frames
+
+
+# How the page draws "重慶", beside two private-use characters, which no font draws: without a
+# font for Chinese, Chromium draws every Han character as the same empty box (the fallback
+# font's .notdef glyph, as it does the private-use ones), so "重" and "慶" come out as identical
+# pixels and "重慶" as wide as the two boxes. With one (fonts-noto-cjk), each is its own glyph,
+# a full em wide. Checked both ways in Debian's chromium at 40px: without the font "重慶" and the
+# two boxes were both 48.0 px wide, with identical pixels (every assertion but the ink one fails);
+# with it, 80 px against 48.0, three different pictures.
+_GLYPHS = """selector => {
+    const family = getComputedStyle(document.querySelector(selector)).fontFamily;
+    const size = 40;
+    const width = text => {
+        const span = document.createElement('span');
+        Object.assign(span.style, {fontFamily: family, fontSize: size + 'px', whiteSpace: 'pre',
+                                   position: 'absolute', visibility: 'hidden'});
+        span.textContent = text;
+        document.body.appendChild(span);
+        const w = span.getBoundingClientRect().width;
+        span.remove();
+        return w;
+    };
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 64;
+    const context = canvas.getContext('2d', {willReadFrequently: true});
+    const pixels = text => {
+        context.clearRect(0, 0, 64, 64);
+        context.font = size + 'px ' + family;
+        context.textBaseline = 'top';
+        context.fillText(text, 8, 8);
+        const data = context.getImageData(0, 0, 64, 64).data;
+        return {ink: data.filter((v, i) => i % 4 === 3 && v > 0).length, key: data.join(',')};
+    };
+    const [zhong, qing, box] = [pixels('重'), pixels('慶'), pixels('\\uE000')];
+    return {
+        size, family, han: width('重慶'), privateUse: width('\\uE000\\uE001'),
+        inkZhong: zhong.ink, inkQing: qing.ink,
+        sameAsEachOther: zhong.key === qing.key, sameAsBox: zhong.key === box.key,
+    };
+}"""
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+def test_browser_draws_chinese_glyphs_not_empty_boxes(page_at):
+    page = page_at("zh-TW", viewport=DESKTOP)
+    page.evaluate("document.fonts.ready")
+    for selector in ("#bqa-title", "#bqa-question textarea", "#bqa-sources"):
+        glyphs = page.evaluate(_GLYPHS, selector)
+        size = glyphs["size"]
+        assert glyphs["han"] >= 1.8 * size, glyphs  # two full-width glyphs
+        assert abs(glyphs["han"] - glyphs["privateUse"]) > 0.1 * size, glyphs  # not two boxes
+        assert not glyphs["sameAsEachOther"] and not glyphs["sameAsBox"], glyphs
+        assert glyphs["inkZhong"] > 0 and glyphs["inkQing"] > 0, glyphs

@@ -131,7 +131,7 @@ def test_session_history_and_shown_exchange(fake_assistant):
     messages, owners = webpage.chat_messages(session, "en")
     assert [m["role"] for m in messages] == ["assistant", "user", "assistant", "user", "assistant"]
     assert owners == [0, 1, 1, 2, 2]
-    assert messages[-1]["content"].startswith("⚠️")
+    assert messages[-1]["content"].startswith('<div class="bqa-error" role="alert">\n\n⚠️ ')
 
 
 def test_an_upload_is_shown_from_its_key(fake_assistant):
@@ -174,3 +174,115 @@ def test_busy_and_gone_messages_name_the_file_in_every_language(key):
     for ui in webpage.UI_LANGUAGES:
         text = Message(key, {"name": "notes_v2.md"}).markdown(ui)
         assert "notes\\_v2\\.md" in text, (ui, text)
+
+
+def _twin_citation(fake_assistant, text: str, twin_text: str):
+    """A citation of a made-up English paragraph whose Chinese twin says the same in its second sentence."""
+    from bilingual_qa.answer import Citation
+    from bilingual_qa.document import Paragraph
+
+    paragraph = next(p for p in fake_assistant.document.paragraphs if p.twin_id)
+    twin = dataclasses.replace(
+        fake_assistant.document.paragraph(paragraph.twin_id), id="P2", language="zh-Hant", text=twin_text
+    )
+    assert isinstance(twin, Paragraph)
+    first = twin_text.index("。") + 1
+    citation = Citation(
+        paragraph_id="P1", language="en", text=text, twin_id="P2", score=0.9,
+        spans=((0, text.index(".") + 1),), twin_spans=((first, len(twin_text)),),
+    )  # fmt: skip
+    return citation, twin
+
+
+def test_the_twin_sentences_are_highlighted_quieter_and_escaped(fake_assistant):
+    english = "Chongqing <b>will</b> host 10 events. Nothing else."
+    chinese = "前言<img src=x onerror=alert(1)>。重慶將舉辦10場推介活動${7*7}。"
+    citation, twin = _twin_citation(fake_assistant, english, chinese)
+    card = webpage.source_card(citation, twin, 0, "en")
+    # The quote in the cited paragraph, the twin's sentence in its own (second) colour.
+    assert card.count("<mark>") == 1 and card.count('<mark class="bqa-twin">') == 1
+    assert "<mark>Chongqing &lt;b&gt;will&lt;/b&gt; host 10 events.</mark>" in card
+    assert '<mark class="bqa-twin">重慶將舉辦10場推介活動&#36;&#123;7*7&#125;。</mark>' in card
+    # The document's text stays text: no markup of its own reaches the page.
+    assert "<img" not in card and "<b>" not in card and "${" not in card
+    assert "前言&lt;img src=x onerror=alert(1)&gt;。" in card  # the sentence before is not marked
+    # English left, Chinese right, each mark on its own side.
+    english_side = card[card.index('lang="en"') : card.index('lang="zh-Hant"')]
+    chinese_side = card[card.index('lang="zh-Hant"') :]
+    assert "<mark>" in english_side and "bqa-twin" not in english_side
+    assert "bqa-twin" in chinese_side and "<mark>" not in chinese_side
+    # Spans of another paragraph than the card's translation are not applied to it.
+    other = dataclasses.replace(twin, id="P7")
+    assert "bqa-twin" not in webpage.source_card(citation, other, 0, "en")
+
+
+@pytest.mark.parametrize("ui", webpage.UI_LANGUAGES)
+def test_the_legend_explains_both_colours_in_every_language(fake_assistant, ui):
+    citation, twin = _twin_citation(fake_assistant, "One. Two.", "一。二。")
+    answer = fake_assistant.ask("How many promotional events will Chongqing host?")
+    answer = dataclasses.replace(answer, citations=(citation,))
+    text = webpage.strings(ui)
+    html = webpage.sources_html(Session(ui=ui).add(Exchange("q", answer=answer, twins=(twin,))), ui)
+    legend = re.search(r'<p class="bqa-legend">(.*?)</p>', html).group(1)
+    assert text["legend_quoted"] in legend and text["legend_twin"] in legend
+    assert '<mark class="bqa-swatch" aria-hidden="true">' in legend
+    assert '<mark class="bqa-swatch bqa-twin" aria-hidden="true">' in legend
+    assert html.index("bqa-legend") < html.index("bqa-card")  # read before the cards
+    # No twin highlighted (no translation, or no spans in it): the legend has the quote's key only.
+    bare = webpage.sources_html(Session(ui=ui).add(Exchange("q", answer=answer)), ui)
+    assert text["legend_quoted"] in bare and text["legend_twin"] not in bare
+    # No citations (a refusal): no legend.
+    refused = dataclasses.replace(answer, citations=(), answered=False)
+    assert "bqa-legend" not in webpage.sources_html(Session(ui=ui).add(Exchange("q", answer=refused)), ui)
+
+
+def test_errors_are_messages_of_their_own_marked_as_errors(fake_assistant):
+    answer = fake_assistant.ask("How many promotional events will Chongqing host?")
+    session = (
+        Session()
+        .add(Exchange("q1", answer=answer))
+        .add(Notice(Message("upload_wrong_type", {"name": XSS}), error=True))
+        .add(Notice(Message("default_loaded")))
+        .add(Exchange("q2", error=Message("question_failed", {"reason": XSS})))
+    )
+    messages, owners = webpage.chat_messages(session, "en")
+    contents = [m["content"] for m in messages]
+    assert owners == [0, 0, 1, 2, 3, 3]
+    # The answer's message is the answer alone; the upload error follows it as a message of its own.
+    assert contents[1] == webpage.answer_markdown(answer.text, 0)
+    upload_error, notice, question_error = contents[2], contents[3], contents[5]
+    for error in (upload_error, question_error):
+        assert error.startswith('<div class="bqa-error" role="alert">\n\n⚠️ ') and error.endswith("\n\n</div>")
+        assert "<img" not in error and "&lt;img" in error  # parameters escaped inside the page's markup
+    assert "Cannot load" in upload_error and "I cannot answer that" in question_error
+    assert "bqa-error" not in notice  # a notice that is no error looks like any other message
+
+
+@pytest.mark.parametrize(
+    ("ui", "length"),
+    [
+        ("en", "… (20,000 characters)"),
+        ("zh-Hant", "…（共 20,000 個字元）"),
+        ("zh-Hans", "…（共 20,000 个字符）"),
+    ],
+)
+def test_a_long_question_is_shown_cut_with_its_length(ui, length):
+    question = "word " * 4000
+    shown = webpage.question_shown(question, ui)
+    assert shown == question[: webpage.QUESTION_SHOWN_CHARS].rstrip() + length
+    session = Session(ui=ui).add(Exchange(question, error=Message("question_failed", {"reason": "too long"})))
+    messages, _ = webpage.chat_messages(session, ui)
+    assert messages[0]["content"] == webpage.md_escape(shown)
+    html = webpage.sources_html(session, ui)
+    assert f'<p class="bqa-question">{webpage.html_escape(shown)}</p>' in html and question not in html
+    # Up to the limit, a question is shown whole.
+    whole = "x" * webpage.QUESTION_SHOWN_CHARS
+    assert webpage.question_shown(whole, ui) == whole
+    assert webpage.question_shown(XSS, ui) == XSS
+
+
+def test_the_sources_panel_folds_under_its_heading():
+    for session in (Session(), Session().add(Exchange("q"))):
+        html = webpage.sources_html(session, "zh-Hant")
+        assert html.startswith('<details class="bqa-fold" open><summary class="bqa-summary">')
+        assert '<h3 class="bqa-title">出處</h3></summary>' in html and html.endswith("</div></details>")

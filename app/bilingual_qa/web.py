@@ -140,6 +140,8 @@ class Controls:
     new_chat: Any
     ask_new: Any  # shown when the latest question was taken as a follow-up
     cancel: Any  # shown while this tab's upload is being indexed
+    refused: Any  # hidden button: page.js clicks it for a file too large to send (see refuse_upload)
+    refused_file: Any  # hidden: that file's name and size, filled in by the click's JavaScript
     sources: Any
     document: Any
 
@@ -452,7 +454,9 @@ class ChatPage:
                     if self._cancels.get(tab) is cancel:
                         del self._cancels[tab]
         if isinstance(outcome, Message):
-            return self._document_outputs(session.add(Notice(outcome)))
+            # Refused, failed or busy: an error in a chat message of its own (a cancel is no error).
+            notice = Notice(outcome, error=outcome.key != "upload_cancelled")
+            return self._document_outputs(session.add(notice))
         # A new document starts a new conversation: earlier answers cite another text.
         fresh = Session(upload=outcome, ui=session.ui).add(Notice(page.loaded_message(outcome)))
         return self._document_outputs(fresh)
@@ -584,6 +588,28 @@ class ChatPage:
         if size > self.max_upload_bytes:
             params = {"name": path.name, "size": _size(size), "limit": _size(self.max_upload_bytes)}
             raise _UploadRejected(Message("upload_too_large", params))
+
+    def refuse_upload(self, refused: str, session: Session) -> tuple[Any, ...]:
+        """Say in the chat that a file was too large to send (the browser did not send it).
+
+        Gradio refuses a file over its size limit (4 x ``max_upload_bytes``) in the browser,
+        before any handler hears of it; page.js stops it there instead and sends its name and
+        size here, so that it is refused like any other file: an error message in the chat.
+
+        Args:
+            refused: JSON ``{"name": ..., "size": ...}`` from page.js (anything else is ignored).
+            session: the tab's session; its document stays.
+
+        Returns:
+            The same outputs as :meth:`load_document`.
+        """
+        try:
+            file = json.loads(refused)
+            name, size = str(file["name"])[:255], max(0, int(file["size"]))
+        except (TypeError, ValueError, KeyError, OverflowError, RecursionError):
+            return self._document_outputs(session)
+        params = {"name": name, "size": _size(size), "limit": _size(self.max_upload_bytes)}
+        return self._document_outputs(session.add(Notice(Message("upload_too_large", params), error=True)))
 
     def use_default(self, session: Session) -> tuple[Any, ...]:
         """Switch the tab back to the default document (a new conversation)."""
@@ -1279,9 +1305,14 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
         )
     status = gr.Markdown(page.document_status(document, True, "en"), elem_id="bqa-status")
     locale = gr.Textbox(visible=False)
+    # On a phone (page.css) the two columns dissolve into one: the chat, the sources of its
+    # answer right under it, then the question box (kept on screen), examples and buttons.
     with gr.Tabs():
-        with gr.Tab(text["tab_chat"], id="chat", elem_id="bqa-chat-tab") as chat_tab, gr.Row():
-            with gr.Column(scale=5, min_width=360):
+        with (
+            gr.Tab(text["tab_chat"], id="chat", elem_id="bqa-chat-tab") as chat_tab,
+            gr.Row(elem_id="bqa-main"),
+        ):
+            with gr.Column(scale=5, min_width=360, elem_id="bqa-chat-col"):
                 chatbot = gr.Chatbot(
                     label=text["chat_label"],
                     placeholder=text["chat_placeholder"],
@@ -1291,15 +1322,19 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
                     sanitize_html=True,
                     feedback_options=None,
                     buttons=["copy"],
+                    # One bubble per message: an error after an answer is never shown inside it.
+                    group_consecutive_messages=False,
                 )
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=True, elem_id="bqa-ask-row"):
                     question = gr.Textbox(
                         show_label=False,
                         placeholder=text["question_placeholder"],
                         lines=1,
                         max_lines=6,
                         scale=8,
-                        autofocus=True,
+                        # page.js focuses it on wide screens without scrolling: autofocus scrolls
+                        # a phone's page past its header to the box (and opens the keyboard).
+                        autofocus=False,
                         elem_id="bqa-question",
                     )
                     send = gr.Button(
@@ -1311,7 +1346,7 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
                     label=text["examples_label"],
                     elem_id="bqa-examples",
                 )
-                with gr.Row():
+                with gr.Row(elem_id="bqa-actions"):
                     upload = gr.UploadButton(
                         text["upload"], type="filepath", size="sm", variant="secondary", elem_id="bqa-upload"
                     )
@@ -1321,7 +1356,9 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
                         text["cancel_upload"], size="sm", variant="stop", visible=False, elem_id="bqa-cancel"
                     )
                     ask_new = gr.Button(text["ask_new"], size="sm", visible=False, elem_id="bqa-ask-new")
-            with gr.Column(scale=6, min_width=360):
+                    # Rendered (page.js clicks it) but never shown (page.css).
+                    refused = gr.Button("", size="sm", elem_id="bqa-refused")
+            with gr.Column(scale=6, min_width=360, elem_id="bqa-sources-col"):
                 sources = gr.HTML(page.sources_html(session, "en"), elem_id="bqa-sources", js_on_load=None)
         with gr.Tab(text["tab_document"], id="document", elem_id="bqa-document-tab") as document_tab:
             document_view = gr.HTML(
@@ -1343,6 +1380,8 @@ def _layout(gr: Any, handlers: ChatPage, text: dict[str, str]) -> Controls:
         default_document=default_document,
         new_chat=new_chat,
         cancel=cancel,
+        refused=refused,
+        refused_file=gr.Textbox(visible=False),
         ask_new=ask_new,
         sources=sources,
         document=document_view,
@@ -1373,7 +1412,9 @@ def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
     # Gradio finds its special parameters (progress tracker, click data) by their default
     # value or real type annotation, which the handlers cannot name without importing gradio.
     def load_document(path, session, request, progress=gr.Progress()):  # noqa: B008 - that is the API
-        return handlers.load_document(path, session, progress, tab=_tab(request))
+        # The Cancel button goes in the same update as the document: the page changes once.
+        hide_cancel = gr.update(visible=False)
+        return (*handlers.load_document(path, session, progress, tab=_tab(request)), hide_cancel)
 
     def cancel_upload(request):
         handlers.cancel_upload(_tab(request))
@@ -1389,17 +1430,25 @@ def _wire(gr: Any, app: Any, handlers: ChatPage, c: Controls) -> None:
     # Indexing is the heavy job: INDEXING_SLOTS at a time at most, whoever asks. The handler
     # counts them itself and answers "busy" at once when they are taken, so the event must
     # not queue: every upload starts at once (most are quick: refused, shared or busy).
+    # The Cancel button shows while the upload runs (a separate, instant event) and stops it.
+    c.upload.upload(lambda: gr.update(visible=True), None, [c.cancel], queue=False, **private)
     c.upload.upload(
         load_document,
         [c.upload, c.session],
-        document_outputs,
+        [*document_outputs, c.cancel],
         api_name="load_document",
         show_progress_on=c.chatbot,  # one progress bar, where the "loaded" message will appear
         concurrency_limit=None,
         **ui_only,
     ).then(lambda: gr.update(visible=False), None, [c.cancel], **private)
-    # The Cancel button shows while the upload runs (a separate, instant event) and stops it.
-    c.upload.upload(lambda: gr.update(visible=True), None, [c.cancel], queue=False, **private)
+    # A file too large to send: page.js stops it before Gradio refuses it in a pop-up, and says so here.
+    c.refused.click(
+        handlers.refuse_upload,
+        [c.refused_file, c.session],
+        document_outputs,
+        js="(refused, session) => [window.bqaRefused || '', session]",
+        **private,
+    )
     c.cancel.click(cancel_upload, None, None, queue=False, **private).then(
         lambda: gr.update(visible=False), None, [c.cancel], **private
     )

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 UI_LANGUAGES = (lang.EN, lang.HANT, lang.HANS)
 MARKER = re.compile(r"\[(P\d+)\]")
+#: Characters of a question shown in the chat and over the sources panel; a longer one (a
+#: question refused for its length can be 20,000 characters) is cut there, with its length.
+QUESTION_SHOWN_CHARS = 300
 
 # --- UI language and strings ------------------------------------------------------------------
 
@@ -155,9 +158,14 @@ class Upload:
 
 @dataclass(frozen=True)
 class Notice:
-    """A message from the page itself in the chat (a document was loaded, an upload failed)."""
+    """A message from the page itself in the chat (a document was loaded, an upload failed).
+
+    ``error``: the message says something failed (an upload refused, the server busy), and the
+    chat shows it as an error, in a message of its own.
+    """
 
     message: Message
+    error: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,28 @@ def card_id(turn: int, paragraph_id: str) -> str:
     return f"src-{turn}-{paragraph_id}"
 
 
+def question_shown(question: str, ui: str) -> str:
+    """A question as the page shows it (plain text): whole, or cut with "…" and its length.
+
+    A question longer than :data:`QUESTION_SHOWN_CHARS` characters shows its beginning, "…"
+    and how many characters it has, e.g. "(20,000 characters)", in the chat and over the
+    sources panel; the engine is always asked the whole question.
+    """
+    if len(question) <= QUESTION_SHOWN_CHARS:
+        return question
+    start = question[:QUESTION_SHOWN_CHARS].rstrip()
+    return strings(ui)["question_cut"].format(start=start, count=f"{len(question):,}")
+
+
+def error_markdown(markdown: str) -> str:
+    """An error message (Markdown) as a chat message of its own, marked for the page to style.
+
+    The page's own markup wraps the message: ``<div class="bqa-error" role="alert">``, with
+    blank lines so that the Markdown inside it (already escaped) is still read as Markdown.
+    """
+    return f'<div class="bqa-error" role="alert">\n\n⚠️ {markdown}\n\n</div>'
+
+
 def answer_markdown(text: str, turn: int) -> str:
     """Answer text as Markdown: escaped, each [P#] marker a link to its source card."""
     pieces: list[str] = []
@@ -230,7 +260,9 @@ def chat_messages(
 
     Returns:
         (messages, owners): ``{"role", "content"}`` dicts with Markdown content, and
-        for each message the index of its entry in ``session.entries``.
+        for each message the index of its entry in ``session.entries``. An error (a refused
+        question, a failed upload) is a message of its own in :func:`error_markdown`'s markup,
+        never part of an answer; the page shows every message in a bubble of its own.
     """
     text = strings(ui)
     messages: list[dict[str, str]] = []
@@ -238,13 +270,16 @@ def chat_messages(
     last = len(session.entries) - 1
     for i, entry in enumerate(session.entries):
         if isinstance(entry, Notice):
-            messages.append({"role": "assistant", "content": entry.message.markdown(ui)})
+            notice = entry.message.markdown(ui)
+            if entry.error:
+                notice = error_markdown(notice)
+            messages.append({"role": "assistant", "content": notice})
             owners.append(i)
             continue
-        messages.append({"role": "user", "content": md_escape(entry.question)})
+        messages.append({"role": "user", "content": md_escape(question_shown(entry.question, ui))})
         owners.append(i)
         if entry.error is not None:
-            reply = "⚠️ " + entry.error.markdown(ui)
+            reply = error_markdown(entry.error.markdown(ui))
         elif partial is not None and i == last:
             reply = answer_markdown(partial, i)
         elif entry.answer is None:
@@ -282,8 +317,9 @@ def stream_prefixes(text: str, steps: int = 24) -> list[str]:
 # --- sources panel ------------------------------------------------------------------------------
 
 
-def highlight(text: str, spans: Sequence[tuple[int, int]]) -> str:
-    """``text`` as escaped HTML with the quoted character ``spans`` wrapped in <mark>."""
+def highlight(text: str, spans: Sequence[tuple[int, int]], klass: str | None = None) -> str:
+    """``text`` as escaped HTML with the character ``spans`` wrapped in <mark> (of class ``klass``)."""
+    tag = f'<mark class="{html_escape(klass)}">' if klass else "<mark>"
     out: list[str] = []
     pos = 0
     for start, end in sorted((max(0, s), min(len(text), e)) for s, e in spans):
@@ -291,7 +327,7 @@ def highlight(text: str, spans: Sequence[tuple[int, int]]) -> str:
             continue
         start = max(start, pos)
         out.append(html_escape(text[pos:start]))
-        out.append(f"<mark>{html_escape(text[start:end])}</mark>")
+        out.append(f"{tag}{html_escape(text[start:end])}</mark>")
         pos = end
     out.append(html_escape(text[pos:]))
     return "".join(out)
@@ -310,8 +346,12 @@ def _side(paragraph_id: str, language: str, body: str, badge: str, ui: str, *, c
 def source_card(citation: Citation, twin: Paragraph | None, turn: int, ui: str) -> str:
     """One cited paragraph beside its aligned translation (English left, Chinese right).
 
+    The quoted sentences are highlighted in the cited paragraph (``<mark>``) and the
+    sentences of the translation that say the same (``citation.twin_spans``) in a second,
+    quieter colour (``<mark class="bqa-twin">``); :func:`legend_html` explains the two.
+
     Args:
-        citation: the cited paragraph, with the quoted character spans.
+        citation: the cited paragraph, with the quoted character spans and the twin's.
         twin: its aligned translation (``citation.twin_id``), if it has one.
         turn: the exchange's index, which makes the card's HTML id unique.
         ui: the UI language of the labels.
@@ -331,7 +371,9 @@ def source_card(citation: Citation, twin: Paragraph | None, turn: int, ui: str) 
     if twin is None:
         other = f'<div class="bqa-side bqa-missing">{html_escape(text["no_translation"])}</div>'
     else:
-        other = _side(twin.id, twin.language, html_escape(twin.text), text["translation"], ui, cited=False)
+        spans = citation.twin_spans if twin.id == citation.twin_id else ()
+        body = highlight(twin.text, spans, TWIN_MARK)
+        other = _side(twin.id, twin.language, body, text["translation"], ui, cited=False)
     english, chinese = (other, quoted) if lang.is_chinese(citation.language) else (quoted, other)
     return (
         f'<article class="bqa-card" id="{card_id(turn, citation.paragraph_id)}">'
@@ -339,34 +381,65 @@ def source_card(citation: Citation, twin: Paragraph | None, turn: int, ui: str) 
     )
 
 
+TWIN_MARK = "bqa-twin"
+
+
+def legend_html(ui: str, twin: bool = True) -> str:
+    """The key to the source cards' two highlight colours (the quote; the same in the translation).
+
+    Args:
+        ui: the UI language.
+        twin: whether a card shows highlighted sentences in a translation (else only the quote's key).
+    """
+    text = strings(ui)
+    keys = [("bqa-swatch", text["legend_quoted"])]
+    if twin:
+        keys.append((f"bqa-swatch {TWIN_MARK}", text["legend_twin"]))
+    items = (
+        f'<span class="bqa-key"><mark class="{klass}" aria-hidden="true"></mark>{html_escape(label)}</span>'
+        for klass, label in keys
+    )
+    return f'<p class="bqa-legend">{"".join(items)}</p>'
+
+
+def _panel(parts: Sequence[str], ui: str) -> str:
+    """The sources panel: a heading that folds it (on a phone, where it sits under the chat) and ``parts``."""
+    title = html_escape(strings(ui)["sources_title"])
+    return (
+        f'<details class="bqa-fold" open><summary class="bqa-summary"><h3 class="bqa-title">{title}</h3>'
+        f'</summary><div class="bqa-sources">{"".join(parts)}</div></details>'
+    )
+
+
 def sources_html(session: Session, ui: str) -> str:
     """The sources panel for the exchange the session shows (or a hint before the first answer)."""
     text = strings(ui)
-    head = f'<h3 class="bqa-title">{html_escape(text["sources_title"])}</h3>'
     shown = session.shown_exchange()
     if shown is None:
-        hint = html_escape(text["sources_hint"])
-        return f'<div class="bqa-sources">{head}<p class="bqa-hint">{hint}</p></div>'
+        return _panel([f'<p class="bqa-hint">{html_escape(text["sources_hint"])}</p>'], ui)
     turn, exchange = shown
-    parts = [head, f'<p class="bqa-question">{html_escape(exchange.question)}</p>']
+    parts = [f'<p class="bqa-question">{html_escape(question_shown(exchange.question, ui))}</p>']
     answer = exchange.answer
     if answer is None:  # the chat says what went wrong; or the answer is still coming
         if exchange.error is None:
             parts.append(f'<p class="bqa-hint">{html_escape(text["searching"])}</p>')
-        return f'<div class="bqa-sources">{"".join(parts)}</div>'
+        return _panel(parts, ui)
     if answer.standalone_question:
         parts.append(
             f'<p class="bqa-standalone"><span>{html_escape(text["searched_as"])}:</span> '
             f"<q>{html_escape(answer.standalone_question)}</q></p>"
         )
+    twins = {p.id: p for p in exchange.twins}
     if not answer.citations:
         parts.append(f'<p class="bqa-hint">{html_escape(text["no_sources"])}</p>')
-    twins = {p.id: p for p in exchange.twins}
+    else:
+        twin_marked = any(c.twin_spans and c.twin_id in twins for c in answer.citations)
+        parts.append(legend_html(ui, twin=twin_marked))
     for citation in answer.citations:
         parts.append(source_card(citation, twins.get(citation.twin_id or ""), turn, ui))
     meta = f"{language_name(answer.language, ui)} · {text['seconds'].format(seconds=f'{answer.seconds:.2f}')}"
     parts.append(f'<p class="bqa-meta">{html_escape(meta)}</p>')
-    return f'<div class="bqa-sources">{"".join(parts)}</div>'
+    return _panel(parts, ui)
 
 
 # --- document tab ---------------------------------------------------------------------------------

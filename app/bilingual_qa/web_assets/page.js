@@ -34,11 +34,58 @@
     const input = button && button.parentElement.querySelector("input[type=file]");
     if (input && input.accept !== wanted) input.accept = wanted;
   };
-  accept();
-  new MutationObserver(accept).observe(document.body, {
+  // Where a keyboard is at hand (a wide screen), the question box gets the focus, without
+  // scrolling the page to it: Gradio's autofocus would scroll a phone's page past its header
+  // (and open the phone's keyboard).
+  let focused = !window.matchMedia("(min-width: 721px)").matches;
+  const focus = () => {
+    if (focused) return;
+    const box = document.querySelector("#bqa-question textarea");
+    if (!box) return;
+    focused = true;
+    if (document.activeElement === document.body || !document.activeElement) box.focus({ preventScroll: true });
+  };
+  // A longer placeholder (the empty-question hint) must show whole: Gradio sizes the box to
+  // its text when it is typed in, not when its placeholder changes, so grow it here (an empty
+  // textarea's scrollHeight is its placeholder's); typing sizes it again.
+  const fit = () => {
+    const box = document.querySelector("#bqa-question textarea");
+    if (!box || box.value) return;
+    const height = box.getBoundingClientRect().height;
+    if (box.scrollHeight > box.clientHeight) box.style.height = `${height + box.scrollHeight - box.clientHeight}px`;
+  };
+  const changed = () => {
+    accept();
+    focus();
+    fit();
+  };
+  changed();
+  new MutationObserver(changed).observe(document.body, {
     childList: true,
     subtree: true,
     attributes: true,
-    attributeFilter: ["accept"],
+    attributeFilter: ["accept", "placeholder"],
   });
+  window.addEventListener("resize", fit);
+  // Gradio refuses a file over its size limit in the browser, in a passing pop-up, before the
+  // server hears of it. Stop such a file here instead and send only its name and size, which
+  // the server answers like any other refused file: an error message in the chat.
+  document.addEventListener(
+    "change",
+    (event) => {
+      const input = event.target;
+      const button = document.getElementById("bqa-upload");
+      if (!(input instanceof HTMLInputElement) || input.type !== "file") return;
+      if (!button || !button.parentElement.contains(input)) return;
+      const limit = (window.gradio_config || {}).max_file_size;
+      const file = input.files && input.files[0];
+      const refuse = document.getElementById("bqa-refused");
+      if (!limit || !file || file.size <= limit || !refuse) return;
+      event.stopImmediatePropagation();
+      input.value = "";
+      window.bqaRefused = JSON.stringify({ name: file.name, size: file.size });
+      refuse.click(); // its event reads window.bqaRefused
+    },
+    true,
+  );
 }
