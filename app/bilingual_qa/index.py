@@ -215,15 +215,17 @@ def _encode(
     if callable(start_progress):
         start_progress(len(missing))
     fresh: dict[str, np.ndarray] = {}
-    step = len(missing) if progress is None else PROGRESS_CHUNK
-    for start in range(0, len(missing), max(1, step)):
-        chunk = missing[start : start + step]
-        vectors = embedder.embed_passages(chunk)
-        fresh.update(zip(chunk, vectors, strict=True))
-        if cache is not None:  # chunk by chunk: a build killed halfway keeps what it encoded
-            cache.put(chunk, vectors)
-        if progress is not None:
-            progress(min(1.0, (start + len(chunk)) / len(missing)))
+    choose = getattr(embedder, "passage_engine", None)
+    with choose(missing) if callable(choose) and missing else contextlib.nullcontext(embedder) as engine:
+        step = len(missing) if progress is None else getattr(engine, "progress_chunk", PROGRESS_CHUNK)
+        for start in range(0, len(missing), max(1, step)):
+            chunk = missing[start : start + step]
+            vectors = engine.embed_passages(chunk)
+            fresh.update(zip(chunk, vectors, strict=True))
+            if cache is not None:  # chunk by chunk: a build killed halfway keeps what it encoded
+                cache.put(chunk, vectors)
+            if progress is not None:
+                progress(min(1.0, (start + len(chunk)) / len(missing)))
     if progress is not None and not missing:
         progress(1.0)
     if not texts:
