@@ -13,6 +13,8 @@ installed, in one process, round by round in rotating order:
 * ``onnxruntime-fp32`` / ``onnxruntime-int8``: that model exported by ``torch.onnx.export`` and
   cached under ``settings.model_cache_dir``; int8 by ``quantize_dynamic`` (per-channel weights,
   MatMul and the embedding Gather; per-tensor weights fell to cos 0.974 here);
+* ``onnxruntime-q4``: the product's build engine (:mod:`bilingual_qa.onnxmodel`): the same export
+  with 4-bit ``MatMulNBits`` weights, through :class:`~bilingual_qa.onnxmodel.OnnxEmbedder`;
 * ``ctranslate2-fp32`` / ``ctranslate2-int8``: CTranslate2's converter on the same folder;
 * ``openvino-fp32``: OpenVINO on the exported ONNX graph (float32 inference precision).
 
@@ -411,6 +413,28 @@ class OnnxRuntimeEngine(TokenEngine):
         return self._session.run(None, {"input_ids": batch, "attention_mask": mask})[0]
 
 
+class ProductOnnxEngine(Engine):
+    """The product's build engine: :class:`~bilingual_qa.onnxmodel.OnnxEmbedder` over its 4-bit graph."""
+
+    key = "onnxruntime-q4"
+
+    def __init__(self, settings: Settings) -> None:
+        from .. import onnxmodel
+        from ..embedding import model_id_for
+
+        folder = onnxmodel.ready(settings) or onnxmodel.prepare(settings)
+        self._embedder = onnxmodel.OnnxEmbedder(folder, settings.threads, model_id_for(settings))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embedder.embed_passages(list(texts))
+
+
+def _prepare_product(settings: Settings) -> Path:
+    from ..onnxmodel import prepare
+
+    return prepare(settings)
+
+
 class CTranslate2Engine(TokenEngine):
     """CTranslate2's encoder over the converted folder (float32 or int8 weights)."""
 
@@ -492,6 +516,13 @@ ENGINES = (
         _ONNX,
         lambda s: OnnxRuntimeEngine(s, int8=True),
         lambda s: onnx_model(s, int8=True),
+    ),
+    EngineSpec(
+        "onnxruntime-q4",
+        "ONNX Runtime 4-bit MatMulNBits (the product's build engine)",
+        _ONNX,
+        ProductOnnxEngine,
+        lambda s: _prepare_product(s),
     ),
     EngineSpec(
         "ctranslate2-fp32", "CTranslate2 float32", _CT2, CTranslate2Engine, lambda s: ctranslate2_model(s)
@@ -603,49 +634,10 @@ def _artifact(
 
 
 def _export_onnx(folder: Path, out: Path) -> None:
-    """``torch.onnx.export`` of the folder's BertModel: ids and mask in, last hidden states out."""
-    import torch
+    """The product's export (:func:`bilingual_qa.onnxmodel.export_onnx`) into ``out/model.onnx``."""
+    from ..onnxmodel import export_onnx
 
-    model = _load_bert(folder, max(1, torch.get_num_threads()))
-
-    class Hidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    ids = torch.ones((2, 16), dtype=torch.int64)
-    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["last_hidden_state"]}
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            # The TorchScript exporter: its graph ran ~25% faster under ONNX Runtime here than the
-            # dynamo exporter's (65 vs 50 passages/s), and its int8 kept cos ≥ 0.99 (dynamo's: 0.9895).
-            torch.onnx.export(
-                Hidden().eval(),
-                (ids, ids),
-                str(out / "model.onnx"),
-                dynamic_axes={**axes, "last_hidden_state": {0: "batch", 1: "tokens"}},
-                opset_version=17,
-                dynamo=False,
-                **names,
-            )
-        except Exception:  # a torch without the TorchScript exporter: the dynamo one
-            for stale in out.iterdir():
-                stale.unlink()
-            dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("tokens", max=512)}
-            torch.onnx.export(
-                Hidden().eval(),
-                (ids, ids),
-                str(out / "model.onnx"),
-                dynamic_shapes=(dims, dims),
-                dynamo=True,
-                external_data=False,
-                **names,
-            )
+    export_onnx(folder, out / "model.onnx")
 
 
 def _quantize_onnx(source: Path, out: Path) -> None:

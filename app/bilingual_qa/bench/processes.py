@@ -57,7 +57,9 @@ def child_env(settings: Settings) -> dict[str, str]:
     app_dir = str(Path(__file__).resolve().parents[2])
     env = {k: v for k, v in os.environ.items() if not k.startswith("BILINGUAL_QA_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [app_dir, os.environ.get("PYTHONPATH")]))
-    for name in ("model", "engine", "vector_store", "cache_dir", "index_dir", "threads", "document"):
+    for name in (
+        "model", "engine", "build_engine", "vector_store", "cache_dir", "index_dir", "threads", "document",
+    ):  # fmt: skip
         value = getattr(settings, name)
         if value is not None:
             env["BILINGUAL_QA_" + name.upper()] = str(value)
