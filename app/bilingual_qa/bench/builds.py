@@ -97,9 +97,9 @@ def upload(ctx: object) -> None:
         ctx.notes.append("upload → first answer: needs a checkout (eval/ documents)")  # type: ignore[attr-defined]
         return
     path = Path(ctx.work) / "upload-256k.txt"  # type: ignore[attr-defined]
-    path.write_text(
-        "\n\n".join(p.read_text(encoding="utf-8").strip() for p in parts) + "\n", encoding="utf-8"
-    )
+    # One paragraph per line, as in each part: a blank line between parts would switch the
+    # whole file to blank-line paragraphs, each part one paragraph.
+    path.write_text("\n".join(p.read_text(encoding="utf-8").strip() for p in parts) + "\n", encoding="utf-8")
     size_kb = path.stat().st_size / 1024
     settings = ctx.settings  # type: ignore[attr-defined]
     if onnxmodel.ready(settings) is None and not onnxmodel.missing_packages(onnxmodel.PREPARE_NEEDS):
