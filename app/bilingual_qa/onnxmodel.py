@@ -350,6 +350,22 @@ def _last_error(settings: Settings) -> str:
 # --------------------------------------------------------------------------- the engine
 
 
+def session(path: Path, threads: int):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime CPU session over ``path`` with ``threads`` threads that sleep when idle."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # deliberate: oversubscribing 2 cores is many times slower
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads sleep: spinning ones steal a shared machine from everyone else.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxEmbedder(_CachingEmbedder):
     """Passage (and query) vectors from the 4-bit graph under ONNX Runtime's CPU provider.
 
@@ -372,24 +388,12 @@ class OnnxEmbedder(_CachingEmbedder):
         super().__init__()
         _quiet_openmp()
         try:
-            import onnxruntime as ort
             from tokenizers import Tokenizer
 
             self._tokenizer = Tokenizer.from_file(str(model_folder / TOKENIZER_FILE))
             self._tokenizer.no_truncation()
             self._tokenizer.no_padding()
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads  # deliberate: oversubscribing 2 cores is many times slower
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Idle pool threads sleep: spinning ones steal a shared machine from everyone else.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            self._session = ort.InferenceSession(
-                str(model_folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = session(model_folder / MODEL_FILE, threads)
         except ImportError as exc:
             raise ModelError(f"the ONNX build engine needs onnxruntime: {exc}") from None
         except Exception as exc:  # ONNX Runtime's load errors have their own types

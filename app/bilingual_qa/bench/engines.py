@@ -336,18 +336,10 @@ class TokenEngine(Engine):
 
 
 def _quiet_libraries() -> None:
-    """Offline, no progress bars, sleeping OpenMP threads (set before the libraries load)."""
-    from ..embedding import _quiet_openmp
+    """Offline, no progress bars, sleeping OpenMP threads (the product's settings for its export)."""
+    from ..onnxmodel import _quiet_libraries as quiet
 
-    _quiet_openmp()
-    for name, value in (
-        ("HF_HUB_OFFLINE", "1"),
-        ("TRANSFORMERS_OFFLINE", "1"),
-        ("TOKENIZERS_PARALLELISM", "false"),
-        ("TRANSFORMERS_VERBOSITY", "error"),
-        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-    ):
-        os.environ.setdefault(name, value)
+    quiet()
 
 
 def _load_bert(folder: Path, threads: int) -> object:
@@ -395,18 +387,9 @@ class OnnxRuntimeEngine(TokenEngine):
         folder = _model_folder(settings)
         super().__init__(folder)
         path = onnx_model(settings, int8)
-        import onnxruntime as ort
+        from ..onnxmodel import session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.threads  # the calling thread counts as one
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads sleep: spinning ones steal a shared 2-core machine from everyone else.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = session(path, settings.threads)
         self.key = "onnxruntime-int8" if int8 else "onnxruntime-fp32"
 
     def forward(self, batch: np.ndarray, mask: np.ndarray) -> np.ndarray:
