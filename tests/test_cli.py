@@ -155,3 +155,25 @@ def test_the_terminal_progress_bar_counts_passages(capsys):
     assert bar._bar.n == 40
     bar.close()
     assert "passage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], None, "model"),  # baselines never depend on whether the ONNX graph was made yet
+        (["--build-engine", "onnx"], None, "onnx"),
+        ([], "onnx", None),  # the variable is read by Settings.from_env, not overridden
+        (["--build-engine", "auto"], None, "auto"),
+    ],
+)
+def test_eval_builds_with_the_model_unless_told_otherwise(monkeypatch, argv, env, expected):
+    from bilingual_qa.evaluation import cli as eval_cli
+
+    seen = []
+    monkeypatch.setattr(eval_cli, "run_cli", lambda args, make: seen.append(args.build_engine) or 0)
+    if env is None:
+        monkeypatch.delenv("BILINGUAL_QA_BUILD_ENGINE", raising=False)
+    else:
+        monkeypatch.setenv("BILINGUAL_QA_BUILD_ENGINE", env)
+    assert main(["eval", *argv]) == 0
+    assert seen == [expected]

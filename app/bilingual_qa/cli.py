@@ -148,8 +148,14 @@ def _main(argv: Sequence[str] | None) -> int:
 
             return train(args)
         if args.command == "eval":
+            from .config import ENV_PREFIX
             from .evaluation.cli import run_cli
 
+            # Baselines must not depend on whether this machine has made the ONNX graph yet
+            # ("auto" takes it only once made): the evaluation builds with the model unless told
+            # otherwise (`--build-engine onnx` evaluates the graph).
+            if args.build_engine is None and not os.environ.get(ENV_PREFIX + "BUILD_ENGINE"):
+                args.build_engine = "model"
             return run_cli(args, _assistant)
         return _ask(args)
     except BilingualQAError as exc:
