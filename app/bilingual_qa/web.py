@@ -32,6 +32,7 @@ asks Gradio's own login check before the Gradio routes that skip it (``/gradio_a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -45,7 +46,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -811,6 +812,11 @@ class _QueriesOnly:
 
     def embed_passages(self, texts: Any) -> Any:
         raise _UploadGone("the saved index is gone: reopening would have to embed the document")
+
+    @contextlib.contextmanager
+    def passage_engine(self, texts: Any) -> Iterator[Any]:
+        """Itself: a build engine of the shared embedder would embed the passages after all."""
+        yield self
 
 
 class _UploadGone(Exception):
