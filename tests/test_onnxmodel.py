@@ -237,3 +237,22 @@ def test_a_build_on_the_graph_saves_and_loads_the_same_hits(graph, tmp_path, mon
     loaded = load_index(save_index(index, tmp_path / "ix").path, index.document, index.model_id)
     query = embedder.embed_queries(["How many promotional events will Chongqing host?"])[0]
     assert index.searcher.search(query, 4) == loaded.searcher.search(query, 4)
+
+
+def test_making_the_graph_clears_what_a_killed_run_left(monkeypatch, tmp_path):
+    settings = Settings(cache_dir=tmp_path, index_dir=tmp_path)
+    root = settings.model_cache_dir
+    debris = root / f".{onnxmodel.DIRNAME}-abc.tmp"
+    (debris / "out").mkdir(parents=True)
+
+    def export(source, out):  # stops the run right after the tidying: no torch needed
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(onnxmodel, "missing_packages", lambda needs=(): [])
+    monkeypatch.setattr(onnxmodel, "export_onnx", export)
+    monkeypatch.setattr("bilingual_qa.weights.materialize_default_model", lambda target: target)
+    with pytest.raises(ModelError, match="stopped here"):
+        onnxmodel.prepare(settings)
+    assert not debris.exists()
+    assert not list(root.glob(f".{onnxmodel.DIRNAME}-*.tmp"))  # its own temporary folder went too
+    assert onnxmodel.ready(settings) is None

@@ -99,18 +99,19 @@ def _stamp() -> dict:
     }
 
 
-def folder(settings: Settings) -> Path:
-    """Where the graph for today's weights and ONNX Runtime lives (made or not)."""
+def folder(settings: Settings, stamp: dict | None = None) -> Path:
+    """Where the graph for today's weights and ONNX Runtime (or ``stamp``'s) lives, made or not."""
     from .files import sha256_bytes
 
-    key = sha256_bytes(json.dumps(_stamp(), sort_keys=True).encode())[:12]
+    key = sha256_bytes(json.dumps(stamp or _stamp(), sort_keys=True).encode())[:12]
     return settings.model_cache_dir / f"{DIRNAME}-{key}"
 
 
 def ready(settings: Settings) -> Path | None:
     """The made graph's folder, or None if it is not made (or incomplete, or for other weights)."""
     try:
-        target = folder(settings)
+        expected = _stamp()
+        target = folder(settings, expected)
         stamp = json.loads((target / STAMP_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, ModelError):
         return None
@@ -119,7 +120,7 @@ def ready(settings: Settings) -> Path | None:
         complete = bool(files) and all((target / n).stat().st_size == s for n, s in files.items())
     except (OSError, TypeError, AttributeError):
         return None
-    return target if complete and stamp.get("stamp") == _stamp() else None
+    return target if complete and stamp.get("stamp") == expected else None
 
 
 def prepare(settings: Settings) -> Path:
@@ -142,9 +143,12 @@ def prepare(settings: Settings) -> Path:
     final = folder(settings)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(root / f".{DIRNAME}.lock"):
+    with exclusive_lock(root / f".{DIRNAME}.lock") as exclusive:
         if ready(settings):
             return final
+        if exclusive:  # debris of a killed run: nobody else is making the graph now
+            for stale in root.glob(f".{DIRNAME}-*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{DIRNAME}-", suffix=".tmp", dir=root))
         try:
             # The materialized folder is reused if a user of the sentence-transformers engine
