@@ -247,6 +247,9 @@ def quantize_onnx(source: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    # The quantizer logs every node at INFO (a 200 KB log a run): keep its warnings only.
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     quantizer = MatMulNBitsQuantizer(
         onnx.load(str(source)), bits=4, block_size=32, is_symmetric=True, accuracy_level=4
     )
@@ -286,7 +289,7 @@ def prepare_in_child(settings: Settings, background: bool = False) -> subprocess
 
     The child holds torch and its gigabytes, never the caller. In the background it runs at
     a lower priority (a server's questions go first) and dies with its parent. Its stderr
-    goes to ``<model cache>/onnx-q4.log``.
+    goes to ``<model cache>/onnx-q4.log`` (the last run's).
     """
     package_root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
@@ -301,7 +304,7 @@ def prepare_in_child(settings: Settings, background: bool = False) -> subprocess
         str(1 if background else settings.threads),
     ]
     settings.model_cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.model_cache_dir / f"{DIRNAME}.log", "ab") as err:
+    with open(settings.model_cache_dir / f"{DIRNAME}.log", "wb") as err:  # the last run's
         return subprocess.Popen(
             argv,
             env=env,
