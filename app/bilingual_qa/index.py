@@ -115,6 +115,11 @@ class Index:
     vector_store: str = "faiss"
     path: Path | None = None
     build_seconds: float = 0.0
+    # A store that keeps the BM25 side too (Milvus) searches it per question; None: the
+    # retriever builds BM25 over the paragraphs in memory.
+    lexical: object | None = None
+    # Where a shared store keeps this index (e.g. "milvus://host:19530/bqa_…"), for messages.
+    location: str | None = None
 
     def sentence_range(self, paragraph_index: int) -> range:
         """Rows of ``sentence_vectors`` that belong to a paragraph."""
@@ -143,7 +148,7 @@ class Index:
             "model": self.model_id,
             "vector_store": self.vector_store,
             "dimension": int(self.paragraph_vectors.shape[1]),
-            "path": str(self.path) if self.path else None,
+            "path": str(self.path) if self.path else self.location,
             "build_seconds": round(self.build_seconds, 3),
         }
 
@@ -372,6 +377,10 @@ def open_document(
     from .embedding import model_id_for
 
     name, data = read_bytes(source)
+    if settings.vector_store == "milvus":
+        from . import milvus
+
+        return milvus.open_document(name, data, settings, embedder, progress)
     # Asked of the type: an embedder's own attribute lookup may be lazy (or refuse).
     loader = embedder if callable(embedder) and not hasattr(type(embedder), "embed_passages") else None
     model_id = model_id_for(settings) if loader else embedder.model_id

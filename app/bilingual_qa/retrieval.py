@@ -84,9 +84,11 @@ class Retriever:
 
     def lexical_scores(self, question: str) -> np.ndarray:
         """BM25 score of every paragraph for the question's tokens."""
+        if self.index.lexical is not None:  # a shared store keeps the BM25 weights
+            return self.index.lexical.scores(lang.lexical_tokens(question))  # type: ignore[attr-defined]
         tokens = [t for t in lang.lexical_tokens(question) if t in self._bm25.vocab_dict]
         if not tokens:
-            return np.zeros(len(self.tokens), dtype=np.float32)
+            return np.zeros(len(self.index.document.paragraphs), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
 
     def search(self, question: str, query_vector: np.ndarray, k: int) -> Retrieval:
