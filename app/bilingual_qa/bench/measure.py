@@ -69,6 +69,7 @@ from .processes import (
     wait_for_answer,
     web_unavailable,
 )
+from .replicas import replicas
 from .results import BenchReport, Measurement, ScalePoint, Target
 from .scenarios import (
     EN_QUESTIONS,
@@ -185,6 +186,7 @@ def run_benchmark(
             ("index build vs bare passage encoding", _build_throughput),
             ("answer latency as the corpus grows", _scale),
             ("vector search on synthetic vectors", _search_scale),
+            ("Milvus Lite replicas beside FAISS", replicas),
         )
         for i, (title, stage) in enumerate(stages, start=1):
             ctx.progress(f"[{i}/{len(stages)}] {title}")

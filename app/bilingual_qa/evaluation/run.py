@@ -138,6 +138,8 @@ def run_eval(
 
         index = getattr(assistant, "index", None)
         vectors = getattr(index, "paragraph_vectors", None)
+        if vectors is not None and len(vectors) != len(document.paragraphs):
+            vectors = None  # a shared store (Milvus) keeps them: the pipeline encodes its own
         pipeline = NaivePipeline(document, assistant.embedder, vectors)
         baseline = evaluate_system(pipeline, reference_set, document, name="naive", k=k, progress=progress)
     scored_rules = tuple(
