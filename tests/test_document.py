@@ -175,8 +175,10 @@ def _bad_documents(tmp: Path) -> dict[str, tuple[Path, str]]:
     (tmp / "loop-b.txt").symlink_to(tmp / "loop-a.txt")
     case("symlink-loop", tmp / "loop-a.txt", "symbolic link loop")
     case("long-name", tmp / ("重" * 90 + ".txt"), "file name is too long")
+    (tmp / "report.rtf").write_bytes(b"{\\rtf1 ...}")
+    case("rtf", tmp / "report.rtf", "is a .rtf file; give a UTF-8 .txt or .md, or a .pdf, .docx")
     (tmp / "report.pdf").write_bytes(b"%PDF-1.7 ...")
-    case("pdf", tmp / "report.pdf", "is a .pdf file; give a UTF-8 .txt or .md document")
+    case("pdf", tmp / "report.pdf", "report.pdf is damaged or not a PDF file")
     (tmp / "README").write_text("text")
     case("no-suffix", tmp / "README", "is a file without a suffix")
     (tmp / "utf16.txt").write_bytes("Chongqing will hold events.\n重慶。\n".encode("utf-16-le"))
@@ -228,3 +230,29 @@ def test_a_folder_without_search_permission_is_a_one_line_error(tmp_path, monkey
         DocumentError, match=r"^permission denied reading the document \(or a folder on its path\)"
     ):
         read_document(tmp_path / "locked" / "notes.txt")
+
+
+def test_new_fields_come_last_with_defaults_so_the_old_api_holds():
+    from dataclasses import fields
+
+    from bilingual_qa.document import Document, Paragraph
+
+    assert [f.name for f in fields(Paragraph)] == [
+        "id",
+        "language",
+        "text",
+        "sentences",
+        "twin_id",
+        "location",
+    ]
+    assert [f.name for f in fields(Document)] == ["name", "sha256", "paragraphs", "layout_pairs"]
+    paragraph = Paragraph("P1", "en", "Hi.", ())
+    assert paragraph.location is None and Document("x.txt", "0" * 64, (paragraph,)).layout_pairs == ()
+
+
+def test_text_formats_parse_as_before_whatever_the_reader_formats():
+    data = "# Title\n\nFirst line\nwrapped here.\n\n第一行\n接著寫。\n".encode()
+    for name in ("notes.txt", "notes.md", "notes.markdown", "notes.text", "notes"):
+        doc = parse_document(data, name)
+        assert [p.text for p in doc.paragraphs] == ["Title", "First line wrapped here.", "第一行接著寫。"]
+        assert doc.layout_pairs == () and all(p.location is None for p in doc.paragraphs)

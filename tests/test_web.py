@@ -226,7 +226,8 @@ def test_empty_question_changes_nothing_but_says_what_to_do(chat_page):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("notes.pdf", b"%PDF-1.4", "only .txt and .md files"),
+        ("notes.rtf", b"{\\rtf1 hello}", "only .txt and .md (UTF-8 text), .pdf, .docx"),
+        ("notes.pdf", b"%PDF-1.4", "damaged or not a PDF file"),
         ("big.txt", b"x" * 4096, "larger than the 2 KB limit"),
         ("binary.txt", b"\x00\x01\x02\x03", "binary"),
         ("latin1.md", "café olé".encode("latin-1"), "UTF-8"),
@@ -393,6 +394,25 @@ def test_an_evicted_upload_is_reopened_from_its_saved_index_without_encoding(cou
     by_name = dict(zip(Controls.LABELLED, page.labels("zh-Hant", apples), strict=True))
     assert "Shaanxi" in by_name["document"] and "apples.md" in by_name["status"].replace("\\", "")
     assert embedder.passage_calls == built
+
+
+def test_an_uploaded_pdf_is_read_as_a_pdf_also_when_reopened(counting_page, tmp_path):
+    from docfiles import two_column_pdf
+
+    page, embedder = counting_page(cache_bytes=1)  # holds only the newest upload
+    pdf = two_column_pdf([tuple(pair) for pair in FRUIT.values()], tmp_path / "fruit.pdf")
+    apples = page.load_document(str(pdf), Session())[1]
+    assert apples.upload is not None and apples.upload.name == "fruit.pdf"
+    engine = page.uploads.get(apples.upload.sha256)
+    assert [p.location for p in engine.document.paragraphs] == ["page 1"] * 6
+    assert engine.document.layout_pairs == (("P1", "P2"), ("P3", "P4"), ("P5", "P6"))
+    page.load_document(str(_fruit_file(tmp_path, "tea")), Session())  # evicts the PDF
+    built = embedder.passage_calls
+    last = _drain(page.chat("Where do apples grow?", apples))[-1]
+    answer = last[2].entries[-1].answer
+    assert "Shaanxi" in answer.text and answer.citations[0].location == "page 1"
+    assert 'class="bqa-where">page 1<' in last[3]  # the source card says where it came from
+    assert embedder.passage_calls == built  # reopened from the kept .pdf: nothing encoded again
 
 
 @pytest.mark.parametrize("lost", ["file", "index"])
@@ -577,7 +597,16 @@ def test_ask_endpoint_returns_the_answer_contract(client, fake_server, question,
     assert result.keys() == expected.keys()
     assert result["text"] == expected["text"]
     cited = result["citations"][0]
-    assert cited.keys() == {"paragraph_id", "language", "text", "twin_id", "score", "spans", "twin_spans"}
+    assert cited.keys() == {
+        "paragraph_id",
+        "language",
+        "text",
+        "twin_id",
+        "score",
+        "spans",
+        "twin_spans",
+        "location",
+    }
     assert all(0 <= start < end <= len(cited["text"]) for start, end in cited["spans"])
     if cited["twin_id"]:
         twin = fake_server.app.bilingual_qa_page.assistant.document.paragraph(cited["twin_id"])
@@ -635,9 +664,8 @@ def test_upload_is_per_session_and_a_bad_one_is_explained(client, fake_server, t
     bad = tmp_path / "slides.pptx"
     bad.write_bytes(b"PK\x03\x04")
     chat, *_ = client.predict(handle_file(str(bad)), api_name="/load_document")
-    assert "Cannot load slides.pptx: only .txt and .md files" in chat[-1]["content"][0]["text"].replace(
-        "\\", ""
-    )
+    said = chat[-1]["content"][0]["text"].replace("\\", "")
+    assert "Cannot load slides.pptx: only .txt and .md (UTF-8 text), .pdf" in said
 
     good = tmp_path / "fruit.txt"
     good.write_text("Apples grow on trees in Shaanxi.\n蘋果長在陝西的樹上。\n", encoding="utf-8")
@@ -1259,11 +1287,11 @@ def test_browser_upload_is_used_in_this_tab_only(page_at, tmp_path):
     # Another tab still has the default document.
     assert "(default)" in other.locator("#bqa-status").inner_text()
     # A wrong file is explained in the chat and changes nothing.
-    pdf = tmp_path / "notes.pdf"
-    pdf.write_bytes(b"%PDF-1.4 binary")
-    _upload_in_page(page, pdf)
+    rtf = tmp_path / "notes.rtf"
+    rtf.write_bytes(b"{\\rtf1 binary}")
+    _upload_in_page(page, rtf)
     assert (
-        "Cannot load notes.pdf: only .txt and .md files"
+        "Cannot load notes.rtf: only .txt and .md (UTF-8 text), .pdf"
         in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
     )
     assert "tea.md" in page.locator("#bqa-status").inner_text()
@@ -1413,7 +1441,7 @@ def test_browser_errors_are_chat_messages_of_their_own(page_at, tmp_path, viewpo
     _upload_in_page(page, pdf)
     *_, last_answer, error = _bubbles(page)
     assert last_answer == answer  # not a word added to the answer's bubble
-    assert error["text"].startswith("⚠️ Cannot load notes.pdf: only .txt and .md files")
+    assert error["text"].startswith("⚠️ Cannot load notes.pdf: notes.pdf is damaged or not a PDF file")
     assert error["error"] == 1 and error["rows"] == 1 and not error["user"]
     assert error["look"] != answer["look"]  # its own colours
     probe = page.evaluate(

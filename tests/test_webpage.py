@@ -286,3 +286,22 @@ def test_the_sources_panel_folds_under_its_heading():
         html = webpage.sources_html(session, "zh-Hant")
         assert html.startswith('<details class="bqa-fold" open><summary class="bqa-summary">')
         assert '<h3 class="bqa-title">出處</h3></summary>' in html and html.endswith("</div></details>")
+
+
+def test_where_a_paragraph_came_from_shows_on_its_card_and_in_the_document_tab(fake_assistant):
+    english = "Chongqing will host 10 events. Nothing else."
+    chinese = "重慶將舉辦10場推介活動。其他沒有。"
+    citation, twin = _twin_citation(fake_assistant, english, chinese)
+    placed = dataclasses.replace(citation, location="page <3>")
+    card = webpage.source_card(placed, dataclasses.replace(twin, location="page 4"), 0, "en")
+    assert card.count('class="bqa-where"') == 2
+    assert "page &lt;3&gt;" in card and "page 4" in card and "<3>" not in card  # text, never markup
+    assert 'class="bqa-where"' not in webpage.source_card(citation, twin, 0, "en")  # a text file: none
+    document = fake_assistant.document
+    located = dataclasses.replace(
+        document,
+        paragraphs=tuple(dataclasses.replace(p, location=f"§ {p.id}") for p in document.paragraphs),
+    )
+    html = webpage.document_html(located, "en")
+    assert html.count('class="bqa-where"') == len(document.paragraphs)
+    assert 'class="bqa-where"' not in webpage.document_html(document, "en")

@@ -77,6 +77,38 @@ def twins(pairs: Sequence[Pair]) -> dict[str, str]:
     return out
 
 
+def with_layout(
+    pairs: Sequence[Pair], layout: Sequence[tuple[str, str]]
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Twins of a file whose layout already pairs paragraphs (parallel columns, table rows).
+
+    The layout's pairs are kept as they are; the alignment pairs the other paragraphs and
+    checks the layout's: every layout pair it does not make the same way is reported.
+
+    Args:
+        pairs: the alignment of the whole document (:func:`align`).
+        layout: (id, id) pairs the file set side by side (``Document.layout_pairs``).
+
+    Returns:
+        id → twin id (both directions), and one line per disagreement, e.g.
+        "P3–P4: the alignment pairs P3 with P6".
+    """
+    aligned = twins(pairs)
+    out: dict[str, str] = {}
+    disagreements = []
+    for a, b in layout:
+        out[a], out[b] = b, a
+        if aligned.get(a) == b:
+            continue
+        others = [f"{x} with {aligned[x]}" for x in (a, b) if x in aligned]
+        how = f"pairs {' and '.join(others)}" if others else "leaves them unpaired"
+        disagreements.append(f"{a}–{b}: the alignment {how}")
+    for pair in pairs:
+        if pair.english_id not in out and pair.chinese_id not in out:
+            out[pair.english_id], out[pair.chinese_id] = pair.chinese_id, pair.english_id
+    return out, tuple(disagreements)
+
+
 class PairScores:
     """Calibrated pair scores (English rows × Chinese columns), computed a block of rows at a time.
 

@@ -65,7 +65,9 @@ class Citation:
     """A paragraph an answer quotes: its id, language, full text, twin and quoted spans.
 
     ``twin_spans`` are the spans of the twin paragraph (``twin_id``) that say what the
-    quoted spans say, for a page to highlight the translation.
+    quoted spans say, for a page to highlight the translation. ``location`` says where in the
+    file the paragraph is ("page 3" of a PDF, "§ Background" of a Word file or web page); None
+    for text files.
     """
 
     paragraph_id: str
@@ -75,6 +77,7 @@ class Citation:
     score: float
     spans: tuple[tuple[int, int], ...] = ()
     twin_spans: tuple[tuple[int, int], ...] = ()
+    location: str | None = None
 
 
 @dataclass(frozen=True)

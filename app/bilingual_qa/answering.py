@@ -395,6 +395,7 @@ class ExtractiveAnswerer:
                 score=round(old.score if old else q.score, 4),
                 spans=tuple(sorted(set(quoted))),
                 twin_spans=tuple(sorted(set(twin_quoted))),
+                location=q.paragraph.location,
             )
         return Answer(
             question=question,

@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--document",
         metavar="PATH",
-        help="UTF-8 .txt/.md document (default: the embedded ILSTC press release)",
+        help="a .txt/.md (UTF-8), .pdf, .docx, .html, .odt or .epub document (default: the embedded ILSTC "
+        "press release)",
     )
     common.add_argument(
         "--model",
@@ -375,6 +376,7 @@ def _format(answer) -> str:
         lines.append("")
         for c in answer.citations:
             twin = f", twin {c.twin_id}" if c.twin_id else ""
+            twin += f", {c.location}" if c.location else ""
             excerpt = c.text if len(c.text) <= 90 else c.text[:89] + "…"
             lines.append(f"[{c.paragraph_id}] ({c.language}{twin}) {excerpt}")
     return "\n".join(lines)

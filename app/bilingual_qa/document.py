@@ -1,4 +1,8 @@
-"""Document: read a UTF-8 text or Markdown file into paragraphs P1..Pn with language and sentences."""
+"""Document: read a text, Markdown, PDF, Word, web page, ODT or EPUB file into paragraphs P1..Pn.
+
+Text and Markdown are split here; the other formats are read into blocks by
+:mod:`bilingual_qa.readers`, each block a paragraph. Every paragraph gets a language and sentences.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,18 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from . import language as lang
+from . import readers
 from .errors import DocumentError
 from .files import sha256_bytes
 
 DEFAULT_DOCUMENT = Path(__file__).resolve().parent / "data" / "ilstc-five-year-action-plan.txt"
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
-SUFFIXES = (".txt", ".md", ".markdown", ".text")
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
+SUFFIXES = TEXT_SUFFIXES + tuple(readers.FORMATS)
+_READER_SUFFIXES = ".pdf, .docx, .html, .odt or .epub"
 _PARAGRAPH_ID = re.compile(r"P([1-9]\d*)")
 
 
@@ -33,13 +40,18 @@ class Sentence:
 
 @dataclass(frozen=True)
 class Paragraph:
-    """One paragraph: its stable id (P1..Pn), language, text, sentences and aligned translation."""
+    """One paragraph: its stable id (P1..Pn), language, text, sentences and aligned translation.
+
+    ``location`` says where a paragraph read from a PDF, DOCX, HTML, ODT or EPUB file came from
+    ("page 3", "§ Background"); it is None for text and Markdown files.
+    """
 
     id: str
     language: str
     text: str
     sentences: tuple[Sentence, ...]
     twin_id: str | None = None
+    location: str | None = None
 
     @property
     def position(self) -> int:
@@ -54,11 +66,17 @@ class Paragraph:
 
 @dataclass(frozen=True)
 class Document:
-    """A parsed document: its paragraphs in order and the sha256 of its bytes."""
+    """A parsed document: its paragraphs in order and the sha256 of its bytes.
+
+    ``layout_pairs`` holds the (paragraph id, paragraph id) pairs the file's layout set side by
+    side (the two columns of a parallel-text PDF page, a two-language table row), each once, in
+    document order; empty for text files.
+    """
 
     name: str
     sha256: str
     paragraphs: tuple[Paragraph, ...]
+    layout_pairs: tuple[tuple[str, str], ...] = ()
 
     def paragraph(self, paragraph_id: str) -> Paragraph:
         """The paragraph with id ``paragraph_id`` (e.g. "P3")."""
@@ -163,7 +181,7 @@ _MARKDOWN_PREFIX = re.compile(r"^\s{0,3}(?:#{1,6}\s+|>\s?|[-*+]\s+|\d{1,3}[.)]\s
 def read_bytes(path: str | Path | None = None) -> tuple[str, bytes]:
     """The file name and bytes of a document; ``None`` is the embedded default document.
 
-    Only a regular ``.txt``/``.md`` file is read, and never more than
+    Only a regular file with a suffix of :data:`SUFFIXES` is read, and never more than
     :data:`MAX_DOCUMENT_BYTES` + 1 bytes whatever its size claims (``/dev/zero`` claims 0).
     It is opened without blocking, so a FIFO is refused rather than waited on forever.
 
@@ -191,7 +209,9 @@ def read_bytes(path: str | Path | None = None) -> tuple[str, bytes]:
             raise DocumentError(f"document is not a regular file (a {_file_kind(info.st_mode)}): {file}")
         if file.suffix.lower() not in SUFFIXES:
             kind = f"a {file.suffix} file" if file.suffix else "a file without a suffix"
-            raise DocumentError(f"{file.name} is {kind}; give a UTF-8 .txt or .md document")
+            raise DocumentError(
+                f"{file.name} is {kind}; give a UTF-8 .txt or .md, or a {_READER_SUFFIXES} document"
+            )
         os.set_blocking(fd, True)
         chunks: list[bytes] = []
         total = 0
@@ -243,7 +263,8 @@ def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
     index reused, twins aligned), use :func:`bilingual_qa.index.open_document`.
 
     Args:
-        path: a UTF-8 ``.txt`` or ``.md`` file, or None for the default document.
+        path: a UTF-8 ``.txt`` or ``.md`` file, a ``.pdf``, ``.docx``, ``.html``, ``.odt`` or
+            ``.epub`` file, or None for the default document.
         seed: langdetect seed, for deterministic language labels.
 
     Returns:
@@ -251,7 +272,7 @@ def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
 
     Raises:
         DocumentError: the file is missing, a directory, too large, binary,
-            not UTF-8, or has no text.
+            not UTF-8, damaged, or has no text.
     """
     name, data = read_bytes(path)
     return parse_document(data, name=name, seed=seed)
@@ -260,16 +281,33 @@ def read_document(path: str | Path | None = None, seed: int = 0) -> Document:
 def parse_document(
     data: bytes, name: str = "document", seed: int = 0, languages: Sequence[str] | None = None
 ) -> Document:
-    """Parse document bytes (UTF-8 text or Markdown) into a :class:`Document`.
+    """Parse document bytes into a :class:`Document`, by the suffix of ``name``.
 
-    ``languages``, when it has one label per paragraph and each fits its paragraph (see
-    :func:`~bilingual_qa.language.language_fits`), is used instead of detection.
+    Text and Markdown (any other suffix) are split by :func:`split_paragraphs`; the formats of
+    :data:`bilingual_qa.readers.FORMATS` are read by :func:`bilingual_qa.readers.read_blocks`,
+    one paragraph per block, with its location, and the blocks the layout set side by side
+    become :attr:`Document.layout_pairs`.
+
+    Args:
+        data: the file's bytes (:attr:`Document.sha256` is their hash).
+        name: the file name; its suffix picks the reader.
+        seed: langdetect seed, for deterministic language labels.
+        languages: recorded labels; when there is one per paragraph and each fits its
+            paragraph (see :func:`~bilingual_qa.language.language_fits`), they are used
+            instead of detection.
+
+    Returns:
+        The parsed :class:`Document` (twins not yet aligned).
 
     Raises:
-        DocumentError: the bytes are binary, not UTF-8, or contain no text.
+        DocumentError: the bytes are binary, not UTF-8, damaged, or contain no text.
     """
-    text = _decode(data, name)
-    blocks = split_paragraphs(text)
+    locations: list[str | None] | None = None
+    layout_pairs: tuple[tuple[str, str], ...] = ()
+    if PurePath(name).suffix.lower() in readers.FORMATS:
+        blocks, locations, layout_pairs = _read_blocks(data, name)
+    else:
+        blocks = split_paragraphs(_decode(data, name))
     if not blocks:
         raise DocumentError(f"{name} contains no text")
     default_script = _document_script(blocks)
@@ -281,10 +319,40 @@ def parse_document(
     if languages is None:
         languages = [lang.detect_language(b, seed=seed, default_script=default_script) for b in blocks]
     paragraphs = tuple(
-        Paragraph(id=f"P{i}", language=language, text=block, sentences=tuple(split_sentences(block)))
+        Paragraph(
+            id=f"P{i}",
+            language=language,
+            text=block,
+            sentences=tuple(split_sentences(block)),
+            location=locations[i - 1] if locations is not None else None,
+        )
         for i, (block, language) in enumerate(zip(blocks, languages, strict=True), start=1)
     )
-    return Document(name=name, sha256=sha256_bytes(data), paragraphs=paragraphs)
+    return Document(name=name, sha256=sha256_bytes(data), paragraphs=paragraphs, layout_pairs=layout_pairs)
+
+
+def _read_blocks(data: bytes, name: str) -> tuple[list[str], list[str | None], tuple[tuple[str, str], ...]]:
+    """Paragraph texts, their locations and the layout's side-by-side id pairs of a PDF, DOCX… file.
+
+    A block is one paragraph, cleaned as a line of a text file is (a block left empty is
+    dropped); pairs are numbered after the drop, so they name the paragraphs they joined.
+    """
+    texts: list[str] = []
+    locations: list[str | None] = []
+    paragraph_of: dict[int, int] = {}
+    blocks = readers.read_blocks(data, name)
+    for b, block in enumerate(blocks):
+        text = _clean(block.text)
+        if text:
+            paragraph_of[b] = len(texts)
+            texts.append(text)
+            locations.append(block.location)
+    pairs = tuple(
+        (f"P{paragraph_of[b] + 1}", f"P{paragraph_of[block.pair] + 1}")
+        for b, block in enumerate(blocks)
+        if block.pair is not None and b < block.pair and b in paragraph_of and block.pair in paragraph_of
+    )
+    return texts, locations, pairs
 
 
 # Byte order marks that say how a text is encoded (UTF-32's before UTF-16's: FF FE 00 00 begins both).

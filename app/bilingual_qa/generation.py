@@ -651,6 +651,7 @@ class GenerativeAnswerer:
                 text=p.text,
                 twin_id=p.twin_id,
                 score=round(scores.get(p.id, 0.0), 4),
+                location=p.location,
             )
             for p in map(self._paragraph, cited)
         )

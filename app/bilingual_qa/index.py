@@ -118,8 +118,11 @@ class Index:
     # A store that keeps the BM25 side too (Milvus) searches it per question; None: the
     # retriever builds BM25 over the paragraphs in memory.
     lexical: object | None = None
-    # Where a shared store keeps this index (e.g. "milvus://host:19530/bqa_…"), for messages.
+    # Where a shared store keeps this index (e.g. "http://host:19530/bqa_…"), for messages.
     location: str | None = None
+    # Side-by-side pairs of the file's layout (Document.layout_pairs) the alignment would have
+    # made otherwise, one line each: the layout's pairs are kept, these say where to look.
+    layout_disagreements: tuple[str, ...] = ()
 
     def sentence_range(self, paragraph_index: int) -> range:
         """Rows of ``sentence_vectors`` that belong to a paragraph."""
@@ -145,6 +148,8 @@ class Index:
             "sentences": len(self.sentence_paragraph),
             "pairs": sum(1 for p in doc.paragraphs if p.twin_id and p.language == "en"),
             "unpaired": [p.id for p in doc.paragraphs if p.twin_id is None],
+            "layout_pairs": len(doc.layout_pairs),
+            "layout_disagreements": list(self.layout_disagreements),
             "model": self.model_id,
             "vector_store": self.vector_store,
             "dimension": int(self.paragraph_vectors.shape[1]),
@@ -194,7 +199,17 @@ def build_index(
     paragraph_vectors = vectors[: len(texts)]
     sentence_vectors = vectors[len(texts) :]
     pairs = alignment.align(document.paragraphs, paragraph_vectors)
-    document = document.with_twins(alignment.twins(pairs))
+    disagreements: tuple[str, ...] = ()
+    if document.layout_pairs:
+        twins, disagreements = alignment.with_layout(pairs, document.layout_pairs)
+        if disagreements:
+            log.warning(
+                "%s: the alignment disagrees with %d of the file's %d side-by-side pairs: %s",
+                document.name, len(disagreements), len(document.layout_pairs), "; ".join(disagreements[:5]),
+            )  # fmt: skip
+    else:
+        twins = alignment.twins(pairs)
+    document = document.with_twins(twins)
     return Index(
         document=document,
         model_id=embedder.model_id,
@@ -204,6 +219,7 @@ def build_index(
         searcher=_build_store(vector_store, document, paragraph_vectors),
         vector_store=vector_store,
         build_seconds=time.perf_counter() - started,
+        layout_disagreements=disagreements,
     )
 
 
@@ -529,6 +545,7 @@ def save_index(index: Index, folder: Path) -> Index:
             "dimension": int(index.paragraph_vectors.shape[1]),
             "paragraphs": len(index.document.paragraphs),
             "languages": [p.language for p in index.document.paragraphs],
+            "layout_disagreements": list(index.layout_disagreements),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {name: sha256_file(tmp / name) for name in (VECTORS, TWINS, store_file)},
         }
@@ -610,6 +627,7 @@ def load_index(folder: Path, document: Document, model_id: str, vector_store: st
     ):
         raise IndexStoreError(f"corrupt index {folder}: shapes do not match the document")
     document = document.with_twins(twins)
+    disagreements = manifest.get("layout_disagreements") or []
     return Index(
         document=document,
         model_id=model_id,
@@ -619,6 +637,7 @@ def load_index(folder: Path, document: Document, model_id: str, vector_store: st
         searcher=searcher,
         vector_store=vector_store,
         path=folder,
+        layout_disagreements=tuple(str(x) for x in disagreements if isinstance(x, str)),
     )
 
 

@@ -366,6 +366,7 @@ class Store:
                 self.client, para, self.uri, self.timeout, blobs["vocabulary"], len(document.paragraphs)
             ),
             location=f"{_display(self.uri)}/{prefix}",
+            layout_disagreements=tuple(str(x) for x in manifest.get("layout_disagreements") or []),
         )
 
     def _scan(self, collection: str, fields: list[str], rows: int) -> Iterator[list[dict]]:
@@ -527,6 +528,7 @@ class Store:
             dimension=dimension,
             paragraphs=n,
             sentences=len(built.sentence_paragraph),
+            layout_disagreements=list(built.layout_disagreements),
             chunks=chunks,
             checksums={part: sha256_bytes(text.encode("utf-8")) for part, text in blobs.items()},
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

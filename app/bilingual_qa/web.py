@@ -3,7 +3,7 @@
 The page: a chat that streams answers and keeps follow-ups in context, a sources
 panel with one card per cited paragraph beside its aligned translation, a
 Document tab with the whole document side by side, example questions in English,
-繁體 and 简体, labels in English or Chinese, and uploads of another .txt/.md
+繁體 and 简体, labels in English or Chinese, and uploads of another .txt/.md/.pdf/.docx/.html
 document for one browser tab. ``/ask`` is the programmatic endpoint: the same
 contract as :meth:`Assistant.ask`, as JSON, for ``gradio_client``.
 
@@ -188,8 +188,8 @@ class ChatPage:
         # its saved index without embedding anything.
         upload_dir = Path(tempfile.mkdtemp(prefix="bilingual-qa-uploads-"))
         self._files = upload_dir / "files"
-        # Uploads are distinct documents (all stored as document.txt), not versions of one: none
-        # is pruned as an old version; the folder goes with the page.
+        # Uploads are distinct documents (each stored as document.<its suffix>), not versions of
+        # one: none is pruned as an old version; the folder goes with the page.
         self._upload_settings = settings.replace(index_dir=upload_dir / "index", index_versions=2**31)
         weakref.finalize(self, shutil.rmtree, upload_dir, True)
         self.uploads = UploadCache(settings.upload_cache_mb * 2**20 if cache_bytes is None else cache_bytes)
@@ -422,7 +422,7 @@ class ChatPage:
     def load_document(
         self, path: str | None, session: Session, progress: gr.Progress | None = None, tab: str | None = None
     ) -> tuple[Any, ...]:
-        """Index an uploaded .txt/.md file and use it in this tab.
+        """Index an uploaded document (.txt, .md, .pdf, .docx, .html, .odt, .epub) and use it in this tab.
 
         The same bytes uploaded by several tabs are indexed once and shared (by sha256);
         while both indexing slots are taken, an upload that needs indexing is answered at
@@ -479,11 +479,11 @@ class ChatPage:
             self._check_upload(path)
             data = path.read_bytes()
             sha256 = sha256_bytes(data)
-            stored = self._stored(sha256)
+            stored = self._stored(sha256, path.suffix.lower())
             for attempt in (1, 2):
                 try:
                     assistant = self.uploads.get_or_open(
-                        sha256, lambda: self._open_upload(sha256, data, name, ui, progress, cancel)
+                        sha256, lambda: self._open_upload(sha256, data, name, ui, progress, cancel, stored)
                     )
                     break
                 except _UploadGone:  # waited on a failed reopen of the same file: open it ourselves
@@ -506,9 +506,16 @@ class ChatPage:
             return Message("upload_failed", {"name": name, "reason": page.strings(ui)["engine_failed"]})
         return Upload.of(assistant.document, name)
 
-    def _stored(self, sha256: str) -> Path:
-        """Where the page keeps the uploaded file with this content (one file per content)."""
-        return self._files / sha256 / "document.txt"
+    def _stored(self, sha256: str, suffix: str | None = None) -> Path:
+        """Where the page keeps the uploaded file with this content (one file per content).
+
+        The file keeps its suffix, which says how it is read (a PDF is no text file); without
+        ``suffix``, the file kept for this content, whatever its suffix.
+        """
+        if suffix is None:
+            kept = sorted((self._files / sha256).glob("document.*"))
+            return kept[0] if kept else self._files / sha256 / "document.txt"
+        return self._files / sha256 / f"document{suffix}"
 
     def _open_upload(
         self,
@@ -518,6 +525,7 @@ class ChatPage:
         ui: str,
         progress: gr.Progress | None,
         cancel: threading.Event | None = None,
+        target: Path | None = None,
     ) -> Assistant:
         """An engine for uploaded ``data`` that is not in the cache (called by the cache, once per hash).
 
@@ -543,7 +551,7 @@ class ChatPage:
                     progress(0.05 + 0.9 * done, desc=desc)
 
             report(0.0)
-            stored = atomic_write(self._stored(sha256), data)
+            stored = atomic_write(target or self._stored(sha256, ".txt"), data)
             try:
                 # The shared model encodes the upload a chunk at a time (the index build does that
                 # when given progress), so other visitors' questions get it between chunks.
@@ -582,7 +590,7 @@ class ChatPage:
             raise _UploadGone from None
 
     def _check_upload(self, path: Path) -> None:
-        """Reject anything but a small .txt/.md file before any work is done on it."""
+        """Reject anything but a small file of a supported type before any work is done on it."""
         if path.suffix.lower() not in UPLOAD_SUFFIXES:
             raise _UploadRejected(Message("upload_wrong_type", {"name": path.name}))
         size = path.stat().st_size

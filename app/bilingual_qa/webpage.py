@@ -333,11 +333,14 @@ def highlight(text: str, spans: Sequence[tuple[int, int]], klass: str | None = N
     return "".join(out)
 
 
-def _side(paragraph_id: str, language: str, body: str, badge: str, ui: str, *, cited: bool) -> str:
-    """One half of a source card: a paragraph's id, language and (already escaped) text."""
+def _side(
+    paragraph_id: str, language: str, body: str, badge: str, ui: str, *, cited: bool, where: str | None = None
+) -> str:
+    """One half of a source card: a paragraph's id, language, where in the file, and (escaped) text."""
+    place = f' · <span class="bqa-where">{html_escape(where)}</span>' if where else ""
     head = (
         f'<div class="bqa-side-head"><span class="bqa-pid">{html_escape(paragraph_id)}</span> '
-        f"{html_escape(language_name(language, ui))} · {html_escape(badge)}</div>"
+        f"{html_escape(language_name(language, ui))} · {html_escape(badge)}{place}</div>"
     )
     klass = "bqa-side bqa-cited" if cited else "bqa-side"
     return f'<div class="{klass}" lang="{html_escape(language)}">{head}<p class="bqa-text">{body}</p></div>'
@@ -367,13 +370,14 @@ def source_card(citation: Citation, twin: Paragraph | None, turn: int, ui: str) 
         text["quoted"],
         ui,
         cited=True,
+        where=citation.location,
     )
     if twin is None:
         other = f'<div class="bqa-side bqa-missing">{html_escape(text["no_translation"])}</div>'
     else:
         spans = citation.twin_spans if twin.id == citation.twin_id else ()
         body = highlight(twin.text, spans, TWIN_MARK)
-        other = _side(twin.id, twin.language, body, text["translation"], ui, cited=False)
+        other = _side(twin.id, twin.language, body, text["translation"], ui, cited=False, where=twin.location)
     english, chinese = (other, quoted) if lang.is_chinese(citation.language) else (quoted, other)
     return (
         f'<article class="bqa-card" id="{card_id(turn, citation.paragraph_id)}">'
@@ -458,9 +462,10 @@ def aligned_rows(document: Document) -> list[tuple[Paragraph | None, Paragraph |
 def _cell(paragraph: Paragraph | None, missing: str) -> str:
     if paragraph is None:
         return f'<td class="bqa-missing" title="{html_escape(missing)}">—</td>'
+    where = f' <span class="bqa-where">{html_escape(paragraph.location)}</span>' if paragraph.location else ""
     return (
         f'<td lang="{html_escape(paragraph.language)}">'
-        f'<span class="bqa-pid">{html_escape(paragraph.id)}</span> {html_escape(paragraph.text)}</td>'
+        f'<span class="bqa-pid">{html_escape(paragraph.id)}</span>{where} {html_escape(paragraph.text)}</td>'
     )
 
 

@@ -26,9 +26,12 @@
     true,
   );
   // The upload button accepts any file so that a wrong one gets a clear message in the chat;
-  // the file picker still offers text documents first. Gradio renders the button's file
+  // the file picker still offers the documents it reads first. Gradio renders the button's file
   // input beside it and may re-render it, hence the observer.
-  const wanted = ".txt,.md,.markdown,.text,text/plain,text/markdown";
+  const wanted =
+    ".txt,.md,.markdown,.text,.pdf,.docx,.html,.htm,.xhtml,.odt,.epub,text/plain,text/markdown,application/pdf," +
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document,text/html," +
+    "application/vnd.oasis.opendocument.text,application/epub+zip";
   const accept = () => {
     const button = document.getElementById("bqa-upload");
     const input = button && button.parentElement.querySelector("input[type=file]");
