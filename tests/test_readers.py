@@ -14,10 +14,7 @@ import pytest
 
 from bilingual_qa import language as lang
 from bilingual_qa import readers
-from bilingual_qa.document import SUFFIXES, TEXT_SUFFIXES, parse_document, read_document
-from bilingual_qa.errors import DocumentError
-from bilingual_qa.readers import Block, read_blocks
-from docfiles import (
+from bilingual_qa.bench.docfiles import (
     bilingual_docx,
     bilingual_epub,
     bilingual_html,
@@ -28,6 +25,9 @@ from docfiles import (
     two_column_pdf,
     zip_bomb,
 )
+from bilingual_qa.document import SUFFIXES, TEXT_SUFFIXES, parse_document, read_document
+from bilingual_qa.errors import DocumentError
+from bilingual_qa.readers import Block, read_blocks
 
 FULL_PAIRS = [(en, zh) for en, zh in default_document_pairs() if en and zh]
 

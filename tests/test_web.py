@@ -397,7 +397,7 @@ def test_an_evicted_upload_is_reopened_from_its_saved_index_without_encoding(cou
 
 
 def test_an_uploaded_pdf_is_read_as_a_pdf_also_when_reopened(counting_page, tmp_path):
-    from docfiles import two_column_pdf
+    from bilingual_qa.bench.docfiles import two_column_pdf
 
     page, embedder = counting_page(cache_bytes=1)  # holds only the newest upload
     pdf = two_column_pdf([tuple(pair) for pair in FRUIT.values()], tmp_path / "fruit.pdf")

@@ -56,6 +56,7 @@ from ..errors import BenchmarkError
 from ..files import atomic_write
 from .builds import reindex, upload
 from .fairness import fairness
+from .formats import formats
 from .processes import (
     CLI,
     NAIVE,
@@ -187,6 +188,7 @@ def run_benchmark(
             ("answer latency as the corpus grows", _scale),
             ("vector search on synthetic vectors", _search_scale),
             ("Milvus Lite replicas beside FAISS", replicas),
+            ("reading a 50-page bilingual PDF and DOCX", formats),
         )
         for i, (title, stage) in enumerate(stages, start=1):
             ctx.progress(f"[{i}/{len(stages)}] {title}")

@@ -1,4 +1,5 @@
-"""Generators of PDF, DOCX, HTML, ODT and EPUB test documents (nothing binary is committed).
+"""Generators of PDF, DOCX, HTML, ODT and EPUB documents, for the tests and the bench (nothing
+binary is committed): bilingual layouts drawn from (English, Chinese) pairs.
 
 PDFs are drawn with reportlab: Latin text in Helvetica, Chinese in reportlab's built-in CID
 fonts (``MSung-Light`` for Traditional, ``STSong-Light`` for Simplified), which need no font
@@ -14,7 +15,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bilingual_qa import language as lang
+from .. import language as lang
 
 Pair = tuple[str | None, str | None]
 
@@ -498,7 +499,7 @@ def default_document_pairs() -> list[Pair]:
     English run is matched to the Chinese run after it paragraph by paragraph, and an unmatched
     paragraph gets None on the other side.
     """
-    from bilingual_qa.document import DEFAULT_DOCUMENT
+    from ..document import DEFAULT_DOCUMENT
 
     lines = [x.strip() for x in DEFAULT_DOCUMENT.read_text(encoding="utf-8").splitlines() if x.strip()]
     runs: list[tuple[bool, list[str]]] = []
