@@ -439,3 +439,40 @@ def test_two_served_replicas_answer_every_reference_question_as_faiss(tmp_path, 
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+def test_a_milvus_lite_file_uri_takes_the_same_path(tmp_path):
+    """A ``.db`` URI: pymilvus runs Milvus Lite's server in this process; built once, then loaded."""
+    settings = _settings(tmp_path, str(tmp_path / "index.db"))
+    builder = NamedFake("fake-lite-file")
+    built = Assistant(settings=settings, embedder=builder)
+    assert builder.passages and (tmp_path / "index.db").exists()
+    replica = Assistant(
+        settings=settings.replace(index_dir=tmp_path / "other"), embedder=Refusing("fake-lite-file")
+    )
+    assert replica.index.location == built.index.location
+    _same(_answers(replica), _answers(built))
+
+
+def test_a_document_in_many_chunks_loads_whole(tmp_path, milvus_uri, monkeypatch):
+    monkeypatch.setattr(milvus, "CHUNK_CHARS", 40)  # the document's JSON in hundreds of rows
+    settings = _settings(tmp_path, milvus_uri)
+    built = Assistant(settings=settings, embedder=NamedFake("fake-chunks"))
+    replica = Assistant(
+        settings=settings.replace(index_dir=tmp_path / "other"), embedder=Refusing("fake-chunks")
+    )
+    assert replica.paragraphs == built.paragraphs
+
+
+def test_uploads_on_a_milvus_page_stay_private_to_the_replica(tmp_path, milvus_uri):
+    from bilingual_qa.web import ChatPage
+    from bilingual_qa.webpage import Session
+
+    assistant = Assistant(settings=_settings(tmp_path, milvus_uri), embedder=NamedFake("fake-page"))
+    page = ChatPage(assistant, stream_delay=0, max_upload_bytes=4096)
+    upload = tmp_path / "fruit.md"
+    upload.write_text("Apples grow on trees in Shaanxi.\n\n蘋果長在陝西的樹上。\n", encoding="utf-8")
+    session = page.load_document(str(upload), Session())[1]
+    engine = page.uploads.get(session.upload.sha256)
+    assert engine.index.vector_store == "faiss" and engine.index.path is not None
+    assert assistant.index.vector_store == "milvus"

@@ -266,14 +266,19 @@ class Store:
         _call(self.uri, "load", lambda: self.client.load_collection(CATALOG, timeout=self.timeout))
 
     def _get(self, collection: str, keys: list[str]) -> dict[str, str]:
-        rows = _call(
-            self.uri,
-            "read",
-            lambda: self.client.get(
-                collection, ids=keys, output_fields=["key", "value"], timeout=self.timeout
-            ),
-        )
-        return {r["key"]: r["value"] for r in rows}
+        """Meta or catalog values by key, 64 keys (at most 4 MB) a call."""
+        out: dict[str, str] = {}
+        for start in range(0, len(keys), 64):
+            batch = keys[start : start + 64]
+            rows = _call(
+                self.uri,
+                "read",
+                lambda b=batch: self.client.get(
+                    collection, ids=b, output_fields=["key", "value"], timeout=self.timeout
+                ),
+            )
+            out.update((r["key"], r["value"]) for r in rows)
+        return out
 
     def _put(self, collection: str, items: dict[str, str]) -> None:
         rows = [{"key": k, "value": v, "vector": [0.0] * _DUMMY_DIM} for k, v in items.items()]

@@ -190,7 +190,13 @@ class ChatPage:
         self._files = upload_dir / "files"
         # Uploads are distinct documents (each stored as document.<its suffix>), not versions of
         # one: none is pruned as an old version; the folder goes with the page.
-        self._upload_settings = settings.replace(index_dir=upload_dir / "index", index_versions=2**31)
+        # They stay FAISS files there even when the page's own document is in a shared Milvus:
+        # a tab's upload is private to this replica and goes with it.
+        self._upload_settings = settings.replace(
+            index_dir=upload_dir / "index",
+            index_versions=2**31,
+            vector_store="faiss" if settings.vector_store == "milvus" else settings.vector_store,
+        )
         weakref.finalize(self, shutil.rmtree, upload_dir, True)
         self.uploads = UploadCache(settings.upload_cache_mb * 2**20 if cache_bytes is None else cache_bytes)
         self._indexing = threading.BoundedSemaphore(INDEXING_SLOTS)
