@@ -60,3 +60,27 @@ def test_default_document_alignment_with_real_model(real_embedder):
     vectors = real_embedder.embed_passages([p.text for p in doc.paragraphs])
     pairs = {(p.english_id, p.chinese_id) for p in align(doc.paragraphs, vectors)}
     assert pairs == EXPECTED
+
+
+def test_layout_pairs_are_kept_the_alignment_pairs_the_rest_and_says_where_it_disagrees():
+    from bilingual_qa.alignment import Pair, with_layout
+
+    aligned = [Pair("P1", "P2", 3.0), Pair("P3", "P6", 2.0), Pair("P7", "P8", 2.5)]
+    layout = [("P1", "P2"), ("P3", "P4"), ("P9", "P10")]
+    twins, disagreements = with_layout(aligned, layout)
+    # The layout's pairs stand; of the alignment's, only those that touch no layout pair join them.
+    assert twins == {"P1": "P2", "P2": "P1", "P3": "P4", "P4": "P3", "P9": "P10", "P10": "P9",
+                     "P7": "P8", "P8": "P7"}  # fmt: skip
+    assert all(twins[twins[k]] == k for k in twins)  # symmetric
+    assert disagreements == (
+        "P3–P4: the alignment pairs P3 with P6",
+        "P9–P10: the alignment leaves them unpaired",
+    )
+
+
+def test_a_layout_the_alignment_agrees_with_is_reported_clean():
+    from bilingual_qa.alignment import Pair, with_layout
+
+    aligned = [Pair("P1", "P2", 3.0), Pair("P3", "P4", 2.0)]
+    twins, disagreements = with_layout(aligned, [("P1", "P2"), ("P3", "P4")])
+    assert disagreements == () and twins == {"P1": "P2", "P2": "P1", "P3": "P4", "P4": "P3"}

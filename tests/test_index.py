@@ -337,3 +337,28 @@ def test_progress_hears_how_many_passages_will_be_encoded(settings, fake_embedde
     passages = len({p.text for p in doc.paragraphs} | {s.text for p in doc.paragraphs for s in p.sentences})
     assert first.started == [passages] and first.shares[-1] == 1.0
     assert first.shares == sorted(first.shares)
+
+
+def test_layout_pairs_become_twins_and_a_disagreement_is_kept_with_the_index(
+    settings, fake_embedder, tmp_path
+):
+    import dataclasses
+
+    document = read_document(None)
+    aligned = build_index(document, fake_embedder)
+    english = next(p for p in aligned.document.paragraphs if p.language == "en" and p.twin_id)
+    stranger = next(
+        p for p in aligned.document.paragraphs
+        if p.language != "en" and p.twin_id and p.id != english.twin_id
+    )  # fmt: skip
+    laid_out = dataclasses.replace(document, layout_pairs=((english.id, stranger.id),))
+    index = build_index(laid_out, fake_embedder)
+    assert index.document.paragraph(english.id).twin_id == stranger.id  # the layout's pair stands
+    assert index.layout_disagreements == (
+        f"{english.id}–{stranger.id}: the alignment pairs {english.id} with {english.twin_id} "
+        f"and {stranger.id} with {stranger.twin_id}",
+    )
+    assert index.stats()["layout_disagreements"] == list(index.layout_disagreements)
+    loaded = load_index(save_index(index, tmp_path / "saved").path, laid_out, index.model_id)
+    assert loaded.layout_disagreements == index.layout_disagreements
+    assert loaded.document.paragraph(english.id).twin_id == stranger.id
