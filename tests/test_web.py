@@ -1303,6 +1303,26 @@ def test_browser_upload_is_used_in_this_tab_only(page_at, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.browser
+def test_browser_a_parallel_pdf_upload_answers_and_names_its_page(page_at, tmp_path):
+    from bilingual_qa.bench.docfiles import two_column_pdf
+
+    rows = [
+        ("Oolong tea from Alishan is grown above 1000 metres.", "阿里山烏龍茶種植於海拔一千公尺以上。"),
+        ("Pu'er tea from Yunnan is aged for years before it is sold.", "雲南普洱茶在出售前要陳放多年。"),
+        ("Longjing tea is pan-fired by hand in Hangzhou.", "龍井茶在杭州以手工炒製。"),
+    ]
+    pdf = two_column_pdf(rows, tmp_path / "tea.pdf")
+    page = page_at("en-US")
+    _upload_in_page(page, pdf)
+    assert "Loaded tea.pdf" in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()
+    _ask_in_page(page, "普洱茶在出售前要怎样处理？")
+    assert "陈放多年" in page.locator("#bqa-chat [data-testid=bot]").last.inner_text()  # in Simplified
+    card = page.locator("#bqa-sources article.bqa-card").first
+    assert "Yunnan" in card.inner_text()  # its twin, paired by the columns
+    assert card.locator(".bqa-where").first.inner_text() == "page 1"
+
+
+@pytest.mark.browser
 def test_browser_shows_a_script_injection_as_text(page_at):
     page = page_at("en-US")
     _ask_in_page(page, XSS)
