@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from bilingual_qa import Assistant, milvus
+from bilingual_qa.bench.replicas import start_server
 from bilingual_qa.config import Settings
 from bilingual_qa.errors import IndexStoreError
 from bilingual_qa.retrieval import Retriever
@@ -49,35 +50,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def milvus_uri(tmp_path_factory):
     """A Milvus Lite gRPC server in its own process, shared by the session's tests."""
-    port = _free_port()
-    data = tmp_path_factory.mktemp("milvus") / "data"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "milvus_lite",
-            "server",
-            "--data-dir",
-            str(data),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("the Milvus Lite server did not start")
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
+    server, uri = start_server(tmp_path_factory.mktemp("milvus") / "data")
+    yield uri
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -320,33 +294,9 @@ def test_milvus_needs_a_uri():
 
 def test_a_stopped_server_mid_question_is_an_error_not_a_hang(tmp_path):
     """A replica whose Milvus went away answers with one IndexStoreError line, within its timeout."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "milvus_lite",
-            "server",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, uri = start_server(tmp_path / "d")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        settings = _settings(tmp_path, f"http://127.0.0.1:{port}", milvus_timeout=3.0)
+        settings = _settings(tmp_path, uri, milvus_timeout=3.0)
         assistant = Assistant(settings=settings, embedder=NamedFake("fake-gone"))
         assert assistant.ask(QUESTIONS[0]).citations
     finally:

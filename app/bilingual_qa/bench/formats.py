@@ -11,8 +11,9 @@ Target: a 50-page bilingual PDF read in ≤ 2 s (absolute, this machine).
 
 from __future__ import annotations
 
-import importlib.util
 import time
+
+from .processes import not_installed
 
 PAGES = 50
 PDF_BOUND_SECONDS = 2.0
@@ -20,11 +21,7 @@ PDF_BOUND_SECONDS = 2.0
 
 def formats(ctx) -> None:
     """Time reading the PDF and the DOCX (skipped, with a note, without reportlab/python-docx)."""
-    missing = [m for m in ("reportlab", "docx") if importlib.util.find_spec(m) is None]
-    if missing:
-        ctx.notes.append(
-            f"document formats skipped: not installed: {', '.join(missing)} (pip install '.[bench]')"
-        )
+    if not_installed(ctx, "document formats", ("reportlab", "docx"), "bench"):
         return
     from ..document import read_document
     from .docfiles import bilingual_docx, two_column_pdf

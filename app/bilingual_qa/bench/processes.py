@@ -103,6 +103,23 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[floa
     return seconds, usage.ru_maxrss / 1024, out.decode("utf-8", "replace")
 
 
+def not_installed(ctx: Any, what: str, modules: tuple[str, ...], extra: str) -> bool:
+    """Whether any of ``modules`` is missing; if so, a note says ``what`` was skipped and why.
+
+    Args:
+        ctx: the run's context (its ``notes``).
+        what: the rows skipped, e.g. "Milvus rows".
+        modules: import names the rows need.
+        extra: the package extra that installs them.
+    """
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        ctx.notes.append(f"{what} skipped: not installed: {', '.join(missing)} (pip install '.[{extra}]')")
+    return bool(missing)
+
+
 def failure(action: Callable[[], object]) -> str | None:
     """Why ``action`` failed, if it did.
 

@@ -15,7 +15,6 @@ Targets: replica cold answer ≤ 2× FAISS's; warm answer ≤ 1.5× FAISS's; rec
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .processes import CLI, free_port, rss_mb, run
+from .processes import CLI, free_port, not_installed, rss_mb, run
 from .scenarios import EN_QUESTIONS, clustered_vectors
 
 SIZES = (10_000, 100_000)
@@ -34,11 +33,7 @@ QUERIES = 100
 
 def replicas(ctx) -> None:
     """Run the Milvus rows (skipped, with a note, when pymilvus or milvus-lite is missing)."""
-    missing = [m for m in ("pymilvus", "milvus_lite") if importlib.util.find_spec(m) is None]
-    if missing:
-        ctx.notes.append(
-            f"Milvus rows skipped: not installed: {', '.join(missing)} (pip install '.[milvus]')"
-        )
+    if not_installed(ctx, "Milvus rows", ("pymilvus", "milvus_lite"), "milvus"):
         return
     server, uri = start_server(ctx.work / "milvus")
     try:
