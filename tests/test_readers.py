@@ -523,3 +523,42 @@ def test_every_format_answers_in_three_scripts_citing_where_it_read(tmp_path, re
             assert c.location == paragraph.location and c.location  # a page or a heading
         if kind.endswith("pdf"):
             assert all(c.location.startswith("page ") for c in answer.citations)
+
+
+def test_look_alike_radicals_compatibility_ideographs_and_ligatures_are_read_as_text():
+    # What Chromium's PDF of Noto CJK text gives pdfminer: Kangxi radicals (⽉ ⾏), a radicals-
+    # supplement form (⻄), a compatibility ideograph (U+F900 for 豈) and Latin ligatures (ﬀ, ﬃ).
+    read = readers._tidy("在10⽉10⽇舉⾏的⻄部\uf900 O\ufb00ice e\ufb03cient")
+    assert read == "在10月10日舉行的西部豈 Office efficient"
+
+
+@pytest.mark.browser
+def test_a_pdf_printed_by_chromium_from_a_bilingual_table_reads_back_the_text_and_its_pairs(tmp_path):
+    """A real-world PDF: fonts embedded by the browser (Noto CJK), its own text layout."""
+    import html
+
+    from playwright.sync_api import sync_playwright
+
+    pairs = default_document_pairs()
+    rows = "".join(
+        f"<tr><td>{html.escape(e or '')}</td><td>{html.escape(z or '')}</td></tr>" for e, z in pairs
+    )
+    page_html = (
+        "<html><head><meta charset=utf-8><style>td{vertical-align:top;width:50%;padding:6px}</style></head>"
+        f"<body><table>{rows}</table></body></html>"
+    )
+    path = tmp_path / "printed.pdf"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = chromium.new_page()
+            page.set_content(page_html)
+            page.pdf(path=str(path), format="A4")
+        finally:
+            chromium.close()
+    document = read_document(path)
+    source = read_document(None)
+    assert sorted(p.text for p in document.paragraphs) == sorted(p.text for p in source.paragraphs)
+    by_text = {p.text: p.id for p in document.paragraphs}
+    laid_out = {frozenset(pair) for pair in document.layout_pairs}
+    assert laid_out == {frozenset((by_text[en], by_text[zh])) for en, zh in pairs if en and zh}

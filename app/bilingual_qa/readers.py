@@ -20,6 +20,7 @@ import logging
 import posixpath
 import re
 import time
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -128,12 +129,29 @@ def _finish(blocks: list[Block]) -> list[Block]:
 
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+# PDF fonts (Noto CJK as a browser or an office suite embeds it, for one) often map ideographs
+# to the look-alike Kangxi and CJK radicals (⽉ U+2F49 for 月 U+6708, ⻄ U+2EC4 for 西) or to
+# compatibility ideographs, and Latin text to ligatures (ﬀ, ﬁ): text that looks right and
+# matches nothing. Compatibility decompositions give most of them back; the CJK radicals
+# supplement has none, so its pairs below are the ones Noto Sans/Serif CJK draw with one glyph
+# (read from the fonts' cmaps: the glyph a PDF extractor turns into the radical).
+_RADICALS = (
+    "⺂乛⺃乚⺅亻⺉刂⺋㔾⺎兀⺏尣⺐尢⺒巳⺓幺⺔彑⺕彐⺖忄⺘扌⺙攵⺛旡⺞歺⺠民⺡氵⺣灬⺤爫⺦丬⺨犭⺫罒⺭礻"
+    "⺯糹⺰纟⺱罓⺲罒⺳㓁⺹耂⺺肀⺾艹⺿艹⻁虎⻂衤⻃覀⻄西⻅见⻆角⻈讠⻉贝⻋车⻌辶⻍辶⻎辶⻐钅⻑長⻒镸"
+    "⻓长⻔门⻖阝⻘青⻙韦⻚页⻛风⻜飞⻝食⻟飠⻠饣⻢马⻣骨⻤鬼⻥鱼⻦鸟⻧卤⻨麦⻩黄⻪黾⻫斉⻬齐⻭歯⻮齿"
+    "⻯竜⻰龙⻱龜⻲亀"
+)
+_LOOKALIKES = {
+    cp: unicodedata.normalize("NFKC", chr(cp))
+    for cp in (*range(0x2E80, 0x2FE0), *range(0xF900, 0xFB07))
+    if unicodedata.category(chr(cp)) != "Cn" and unicodedata.normalize("NFKC", chr(cp)) != chr(cp)
+} | {ord(a): b for a, b in zip(_RADICALS[::2], _RADICALS[1::2], strict=True)}
 _WIDE_CHAR = re.compile(f"[{lang.WIDE}]")
 
 
 def _tidy(text: str) -> str:
     """One line: lines joined (no space between Chinese), spaces collapsed, control characters out."""
-    text = text.translate(_INVISIBLE)
+    text = text.translate(_INVISIBLE).translate(_LOOKALIKES)
     lines = [" ".join("".join(ch if ch >= " " else " " for ch in line).split()) for line in text.splitlines()]
     return _join_lines([line for line in lines if line])
 
@@ -142,7 +160,8 @@ def _join_lines(lines: list[str]) -> str:
     """Join the lines of one paragraph: no space where Chinese meets Chinese, a hyphenated break mended.
 
     A line ending in a hyphen after a letter joins the next line without a space, and the
-    hyphen goes when the next line starts in lower case ("corri-" + "dor" → "corridor"). In a
+    hyphen goes when the next line starts in lower case ("corri-" + "dor" → "corridor") unless
+    its first word is itself hyphenated ("people-" + "to-people" is a compound). In a
     paragraph that is mostly Chinese, lines join without a space unless Latin letters or digits
     meet on both sides.
     """
@@ -153,7 +172,8 @@ def _join_lines(lines: list[str]) -> str:
     for line in lines[1:]:
         a, b = out[-1], line[0]
         if a == "-" and len(out) >= 2 and out[-2].isalpha() and not _WIDE_CHAR.match(out[-2]):
-            out = (out[:-1] if b.islower() else out) + line
+            compound = "-" in line.split(" ", 1)[0]
+            out = (out[:-1] if b.islower() and not compound else out) + line
         elif (_WIDE_CHAR.match(a) and _WIDE_CHAR.match(b)) or (
             chinese and (_WIDE_CHAR.match(a) or _WIDE_CHAR.match(b))
         ):
@@ -1087,9 +1107,16 @@ _CHARSET = re.compile(
 )
 # What browsers decode for these labels (the WHATWG Encoding Standard), where Python differs.
 _CHARSET_ALIASES = {
-    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "big5": "cp950", "big5-hkscs": "big5hkscs",
-    "iso-8859-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252", "us-ascii": "cp1252",
-}  # fmt: skip
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "big5": "cp950",
+    "big5-hkscs": "big5hkscs",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "ascii": "cp1252",
+    "us-ascii": "cp1252",
+}
 
 
 def _read_html(data: bytes, name: str) -> list[Block]:
