@@ -562,3 +562,72 @@ def test_a_pdf_printed_by_chromium_from_a_bilingual_table_reads_back_the_text_an
     by_text = {p.text: p.id for p in document.paragraphs}
     laid_out = {frozenset(pair) for pair in document.layout_pairs}
     assert laid_out == {frozenset((by_text[en], by_text[zh])) for en, zh in pairs if en and zh}
+
+
+NOTO_CJK = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+
+
+def _fpdf():
+    """An fpdf2 document writing in Noto Sans CJK (embedded, as fpdf2 embeds it: its own encoding CMap)."""
+    from fpdf import FPDF
+
+    if not NOTO_CJK.exists():
+        pytest.fail(f"{NOTO_CJK} is missing: apt-get install fonts-noto-cjk (the README test command does)")
+    pdf = FPDF(format="A4")
+    pdf.add_font("noto", fname=str(NOTO_CJK), collection_font_number=2)
+    pdf.set_font("noto", size=10)
+    pdf.add_page()
+    return pdf
+
+
+def test_fpdf2_columns_and_pages_read_back_word_for_word(tmp_path):
+    pairs = default_document_pairs()
+    source = read_document(None)
+    by_text = {p.text: p for p in source.paragraphs}
+    columns = _fpdf()
+    width = (columns.w - columns.l_margin - columns.r_margin - 10) / 2
+    for en, zh in pairs:
+        if columns.get_y() > columns.h - 60:
+            columns.add_page()
+        top = columns.get_y()
+        columns.multi_cell(width, 5, en or "", new_x="LMARGIN", new_y="NEXT")
+        bottom = columns.get_y()
+        columns.set_xy(columns.l_margin + width + 10, top)
+        columns.multi_cell(width, 5, zh or "")
+        columns.set_y(max(columns.get_y(), bottom) + 4)
+    columns.output(str(tmp_path / "columns.pdf"))
+    pages = _fpdf()
+    for side in (0, 1):
+        for pair in pairs:
+            if pair[side]:
+                pages.multi_cell(0, 6, pair[side])
+                pages.ln(3)
+        if side == 0:
+            pages.add_page()
+    pages.output(str(tmp_path / "pages.pdf"))
+    for name, paired in (("columns.pdf", True), ("pages.pdf", False)):
+        document = read_document(tmp_path / name)
+        assert sorted(p.text for p in document.paragraphs) == sorted(by_text), name
+        twins = {frozenset(pair) for pair in document.layout_pairs}
+        ids = {p.text: p.id for p in document.paragraphs}
+        expected = {frozenset((ids[en], ids[zh])) for en, zh in pairs if en and zh} if paired else set()
+        assert twins == expected, name
+
+
+def test_a_tight_fpdf2_table_is_read_in_two_columns(tmp_path):
+    """fpdf2's table: no gap wider than a space between its columns, lines double-spaced, cells centred."""
+    pairs = default_document_pairs()
+    pdf = _fpdf()
+    with pdf.table(col_widths=(1, 1), borders_layout="NONE", first_row_as_headings=False) as table:
+        for en, zh in pairs:
+            row = table.row()
+            row.cell(en or "")
+            row.cell(zh or "")
+    pdf.output(str(tmp_path / "table.pdf"))
+    document = read_document(tmp_path / "table.pdf")
+    chinese = [p.text for p in document.paragraphs if _chinese(p.text)]
+    # Every Chinese character in order (no English line mixed in), however the paragraphs were cut.
+    assert "".join(chinese) == "".join(zh for _, zh in pairs if zh)
+    assert len(document.layout_pairs) >= len([1 for en, zh in pairs if en and zh]) // 2
+    for a, b in document.layout_pairs:
+        assert _chinese(document.paragraph(a).text) != _chinese(document.paragraph(b).text)

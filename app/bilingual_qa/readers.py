@@ -162,8 +162,8 @@ def _join_lines(lines: list[str]) -> str:
     A line ending in a hyphen after a letter joins the next line without a space, and the
     hyphen goes when the next line starts in lower case ("corri-" + "dor" → "corridor") unless
     its first word is itself hyphenated ("people-" + "to-people" is a compound). In a
-    paragraph that is mostly Chinese, lines join without a space unless Latin letters or digits
-    meet on both sides.
+    paragraph that is mostly Chinese, lines join without a space unless Latin letters meet on
+    both sides (digits do join: a number wrapped inside).
     """
     if not lines:
         return ""
@@ -175,8 +175,9 @@ def _join_lines(lines: list[str]) -> str:
             compound = "-" in line.split(" ", 1)[0]
             out = (out[:-1] if b.islower() and not compound else out) + line
         elif (_WIDE_CHAR.match(a) and _WIDE_CHAR.match(b)) or (
-            chinese and (_WIDE_CHAR.match(a) or _WIDE_CHAR.match(b))
+            chinese and (_WIDE_CHAR.match(a) or _WIDE_CHAR.match(b) or (a.isdigit() and b.isdigit()))
         ):
+            # Chinese is wrapped anywhere, inside a number too ("1" + "0場"); it has no spaces.
             out += line
         else:
             out += " " + line
@@ -438,9 +439,72 @@ class _PageReader:
             def render_image(self, *args: object, **kwargs: object) -> None:
                 """Ignore images."""
 
-        manager = PDFResourceManager(caching=True)  # fonts are parsed once for all pages
+        class Fonts(PDFResourceManager):
+            """Fonts as pdfminer makes them, with an embedded encoding CMap read (see below)."""
+
+            def get_font(self, objid: object, spec: dict) -> object:  # type: ignore[override]
+                """The font, its codes decoded through its own encoding CMap where it has one."""
+                font = super().get_font(objid, spec)
+                _embedded_encoding(font, spec)
+                return font
+
+        manager = Fonts(caching=True)  # fonts are parsed once for all pages
         self.device = TextOnly(manager, laparams=None)
         self.interpreter = PDFPageInterpreter(manager, self.device)
+
+
+_CID_CHAR = re.compile(rb"<([0-9A-Fa-f]+)>\s*(\d+)")
+_CID_RANGE = re.compile(rb"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>\s*(\d+)")
+_CID_BLOCK = re.compile(rb"begincid(char|range)(.*?)endcid\1", re.S)
+
+
+def _embedded_encoding(font: object, spec: dict) -> None:
+    """Read a CID font's encoding CMap embedded in the PDF, which pdfminer looks up by name only.
+
+    fpdf2, for one, writes its own ``begincidchar`` CMap (code → CID) named like a ToUnicode
+    map: pdfminer finds no CMap of that name and decodes nothing, so the page reads as if it had
+    no text. The codes are decoded here through that CMap, and the font's ToUnicode map (keyed
+    by code, as the PDF standard has it) is re-keyed by CID, which is what pdfminer looks up.
+    """
+    from pdfminer.cmapdb import CMap, FileUnicodeMap
+    from pdfminer.pdffont import PDFCIDFont
+    from pdfminer.pdftypes import PDFStream, resolve1
+
+    if not isinstance(font, PDFCIDFont) or not isinstance(font.cmap, CMap) or font.cmap.code2cid:
+        return
+    encoding = resolve1(spec.get("Encoding"))
+    if not isinstance(encoding, PDFStream):
+        return
+    try:
+        data = encoding.get_data()
+    except Exception:  # a damaged stream: the font stays as pdfminer made it
+        return
+    codes: dict[bytes, int] = {}
+    for kind, body in _CID_BLOCK.findall(data[:MAX_STREAM_BYTES]):
+        if kind == b"char":
+            codes.update((bytes.fromhex(c.decode()), int(cid)) for c, cid in _CID_CHAR.findall(body))
+            continue
+        for lo, hi, cid in _CID_RANGE.findall(body):
+            start, end, width = int(lo, 16), int(hi, 16), len(lo) // 2
+            for i in range(min(end - start + 1, 65_536)):
+                codes[(start + i).to_bytes(width, "big")] = int(cid) + i
+    if not codes:
+        return
+    cmap = CMap()
+    for code, cid in codes.items():
+        node = cmap.code2cid
+        for byte in code[:-1]:
+            node = node.setdefault(byte, {})  # type: ignore[assignment]
+        node[code[-1]] = cid
+    font.cmap = cmap
+    old = getattr(font, "unicode_map", None)
+    if isinstance(old, FileUnicodeMap):
+        by_cid = FileUnicodeMap()
+        for code, cid in codes.items():
+            text = old.cid2unichr.get(int.from_bytes(code, "big"))
+            if text is not None:
+                by_cid.cid2unichr[cid] = text
+        font.unicode_map = by_cid
 
 
 def _page_chars(reader: _PageReader, page: object) -> tuple[list[_Char], int]:
@@ -596,12 +660,12 @@ def _page_rows(
     paragraph) keeps the last page's gutter when its text fits that one.
     """
     rows = _clusters(chars)
-    gutter = _gutter(rows)
+    gutter = _gutter(rows) or _edge(rows)
     if gutter is None and last is not None and _fits(rows, last):
         gutter = last
     out: list[_Row] = []
     for row in rows:
-        if gutter is None or any(a < gutter[1] and b > gutter[0] for a, b in _ink(row)):
+        if gutter is None or _crosses(row, gutter):
             out.append(_Row(whole=_line(row)))
             continue
         middle = (gutter[0] + gutter[1]) / 2
@@ -616,10 +680,60 @@ def _fits(rows: list[list[_Char]], gutter: tuple[float, float]) -> bool:
     """Whether a page's text lies either side of ``gutter`` (a quarter of its lines may cross it)."""
     inks = [_ink(r) for r in rows]
     inks = [i for i in inks if i]
-    crossing = sum(any(a < gutter[1] and b > gutter[0] for a, b in i) for i in inks)
+    crossing = sum(_crosses(r, gutter) for r in rows if _ink(r))
     lefts = any(b <= gutter[0] for i in inks for _, b in i)
     rights = any(a >= gutter[1] for i in inks for a, _ in i)
     return bool(inks) and lefts and rights and crossing <= len(inks) // 4
+
+
+def _crosses(row: list[_Char], gutter: tuple[float, float]) -> bool:
+    """Whether a character of the line lies in the gutter (the line spans both columns)."""
+    a, b = gutter
+    return any(c[0] < b and c[1] > a for c in row if not c[5].isspace())
+
+
+def _edge(rows: list[list[_Char]]) -> tuple[float, float] | None:
+    """Where the second column of a parallel text starts when no empty band shows it.
+
+    A tight two-column table (fpdf2's, with no padding) leaves a gap narrower than a character
+    between its columns, which :func:`_gutter` cannot tell from a space between words. Its right
+    column still starts at one x on many lines, after a gap, and in a parallel text the two
+    sides are in different scripts: three lines or more start a word at that x, in the middle
+    60% of the text's width, at least twice as many as run across it (most lines of a single
+    column would), and 60% of them read Chinese on one side and Latin on the other. The band is
+    then from the left text's furthest end to that x.
+    """
+    lines = [[c for c in r if not c[5].isspace()] for r in rows]
+    lines = [line for line in lines if len(line) >= 2]
+    if len(lines) < 3:
+        return None
+    left = min(line[0][0] for line in lines)
+    right = max(line[-1][1] for line in lines)
+    starts: Counter[int] = Counter()
+    for line in lines:
+        starts.update({round(c[0]) for p, c in itertools.pairwise(line) if c[0] - p[1] >= 0.5})
+    middle = [x for x in starts if left + 0.2 * (right - left) <= x <= left + 0.8 * (right - left)]
+    if not middle:
+        return None
+    x = max(middle, key=lambda x: (starts[x - 1] + starts[x] + starts[x + 1], -abs(2 * x - left - right)))
+    sides = []
+    for line in lines:
+        for k, (p, c) in enumerate(itertools.pairwise(line), start=1):
+            if abs(c[0] - x) <= 1.5 and c[0] - p[1] >= 0.5:
+                sides.append((line[:k], line[k:]))
+                break
+    crossing = sum(any(c[0] < x - 0.5 and c[1] > x + 0.5 for c in line) for line in lines)
+    if len(sides) < 3 or len(sides) < 2 * crossing:
+        return None
+    edge = min(b[0][0] for _, b in sides)
+    end = max(a[-1][1] for a, _ in sides)
+    if end >= edge - 0.2:
+        return None
+    text = ["".join(c[5] for c in side) for pair in sides for side in pair]
+    differ = sum(_is_chinese(a) != _is_chinese(b) for a, b in zip(text[::2], text[1::2], strict=True))
+    if differ < 0.6 * len(sides):
+        return None
+    return end, edge
 
 
 def _running_key(text: str) -> str:
@@ -665,8 +779,12 @@ def _base_pitch(pages: list[list[_Row]]) -> float:
                     ratios[ratio] += 1
     if not ratios:
         return 1.2
-    pitch = ratios.most_common(1)[0][0]
-    return pitch if pitch <= 1.7 else 1.2  # the usual spacing is between paragraphs: lines are closer
+    pitch, count = ratios.most_common(1)[0]
+    if pitch <= 1.7:
+        return pitch
+    # Wider spacing is usually between paragraphs (lines are closer), unless most pairs of lines
+    # are that far apart: double-spaced text (fpdf2's tables, for one).
+    return pitch if count >= 5 and count >= 0.6 * sum(ratios.values()) else 1.2
 
 
 def _paragraphs(lines: list[_Line], page: int, pitch: float) -> list[_Para]:
@@ -734,10 +852,12 @@ def _sections(rows: list[_Row], page: int, pitch: float) -> list[_Section]:
 def _continues(prev: _Para, nxt: _Para) -> bool:
     """Whether a paragraph that ends a page goes on at the top of the next one.
 
-    It does when its last line runs to the column's edge without ending a sentence.
+    It does when its last line runs to the column's edge without ending a sentence, and the
+    next page goes on in the same language (a document with one language per page turns from
+    one to the other at a page break).
     """
     a, b = prev.lines[-1], nxt.lines[0]
-    return bool(a and b and prev.full and not _TERMINAL.search(a))
+    return bool(a and b and prev.full and not _TERMINAL.search(a) and _is_chinese(a) == _is_chinese(b))
 
 
 def _pdf_blocks(pages: list[list[_Row]], pitch: float) -> list[Block]:
