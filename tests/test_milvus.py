@@ -426,3 +426,24 @@ def test_uploads_on_a_milvus_page_stay_private_to_the_replica(tmp_path, milvus_u
     engine = page.uploads.get(session.upload.sha256)
     assert engine.index.vector_store == "faiss" and engine.index.path is not None
     assert assistant.index.vector_store == "milvus"
+
+
+def test_a_tampered_index_in_the_store_is_rebuilt_not_trusted(tmp_path, milvus_uri):
+    settings = _settings(tmp_path, milvus_uri)
+    built = Assistant(settings=settings, embedder=NamedFake("fake-tampered"))
+    store = milvus.Store(milvus.connect(settings), settings)
+    prefix = built.index.location.rpartition("/")[2]
+    chunk = store._get(f"{prefix}_meta", ["document:0"])["document:0"]
+    store._put(f"{prefix}_meta", {"document:0": chunk.replace("Chongqing", "Chungking", 1)})
+    again = NamedFake("fake-tampered")
+    rebuilt = Assistant(settings=settings.replace(index_dir=tmp_path / "other"), embedder=again)
+    assert again.passages  # its checksum failed: built again, from the file
+    assert rebuilt.index.location != built.index.location
+    assert rebuilt.paragraphs == built.paragraphs
+    # The tampered build finished once, so it stays (a replica may still serve it); it is not
+    # published: a replica started now loads the new one.
+    assert len([n for n in store.client.list_collections() if n.startswith(prefix)]) == 3
+    assert (
+        Assistant(settings=settings, embedder=Refusing("fake-tampered")).index.location
+        == rebuilt.index.location
+    )

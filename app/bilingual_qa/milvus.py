@@ -571,27 +571,46 @@ class Store:
             _call(self.uri, "write", lambda: self.client.insert(collection, batch, timeout=self.timeout))
 
     def _clear_debris(self, base: str, keep: str | None = None) -> list[str]:
-        """Drop collections of ``base``'s builds that are neither published nor ``keep``, nor being built."""
-        published = self.published(base)
+        """Drop the collections of ``base``'s builds that never finished and are not being built.
+
+        A finished build stays even once another is published: replicas that loaded it (an
+        older version of the code, during a rolling upgrade; the loser of two racing builders)
+        still search it. Those are dropped by name once nothing serves them.
+        """
         marker = self._get(CATALOG, [f"{base}.building"]).get(f"{base}.building")
-        live = set()
+        live = {keep}
         with contextlib.suppress(ValueError, KeyError, TypeError):
             if marker and time.time() - float(json.loads(marker)["heartbeat"]) <= STALE_SECONDS:
                 live.add(json.loads(marker)["build"])
         names = _call(self.uri, "lookup", lambda: self.client.list_collections(timeout=self.timeout))
-        dropped = []
+        builds: dict[str, list[str]] = {}
         for name in names:
-            if not name.startswith(base + "_"):
+            if name.startswith(base + "_"):
+                builds.setdefault(name[len(base) + 1 :].rpartition("_")[0], []).append(name)
+        dropped = []
+        for build, collections in builds.items():
+            if build in live or self._finished(f"{base}_{build}", collections):
                 continue
-            build = name[len(base) + 1 :].rpartition("_")[0]
-            if build in (published, keep) or build in live:
-                continue
-            with contextlib.suppress(Exception):
-                self.client.drop_collection(name, timeout=self.timeout)
-                dropped.append(name)
+            for name in collections:
+                with contextlib.suppress(Exception):
+                    self.client.drop_collection(name, timeout=self.timeout)
+                    dropped.append(name)
         if dropped:
-            log.info("dropped %d collection(s) of unfinished or replaced builds of %s", len(dropped), base)
+            log.info("dropped %d collection(s) of unfinished builds of %s", len(dropped), base)
         return dropped
+
+    def _finished(self, prefix: str, collections: list[str]) -> bool:
+        """Whether a build's manifest says it finished (whatever its checks would say now)."""
+        if f"{prefix}_meta" not in collections:
+            return False
+        try:
+            _call(
+                self.uri, "load", lambda: self.client.load_collection(f"{prefix}_meta", timeout=self.timeout)
+            )
+            manifest = json.loads(self._get(f"{prefix}_meta", ["manifest"]).get("manifest") or "{}")
+        except (IndexStoreError, ValueError):
+            return False
+        return isinstance(manifest, dict) and manifest.get("finished") is True
 
 
 def _dense_index(n: int) -> tuple[str, str, dict]:
