@@ -313,6 +313,14 @@ def test_language_and_script_matching():
     assert language_matches(answer("图书馆由市长朴艾伦… [P4]", [p4]), "zh-Hans") == (True, True)
     # A Chinese frame around an English quote is a Chinese answer.
     assert language_matches(answer(f"此内容仅见于英文版本：{p1.text} [P1]", [p1]), "zh-Hans") == (True, True)
+    # A Simplified paragraph converted for a Traditional asker: 亞里士多德 keeps 里 (its phrase), which
+    # s2t alone would turn into 裏 outside the phrase; a Simplified character left is still caught.
+    aristotle = Citation("P9", "zh-Hans", "亚里士多德对力的概念进行了哲学上的讨论。", None, 1.0, ((0, 20),))
+    converted = "亞里士多德對力的概念進行了哲學上的討論。 [P9]"
+    assert language_matches(answer(converted, [aristotle]), "zh-Hant") == (True, True)
+    assert language_matches(
+        answer("亞里士多德对力的概念進行了哲學上的討論。 [P9]", [aristotle]), "zh-Hant"
+    ) == (True, False)
 
 
 # --- baseline gate -----------------------------------------------------------------------------

@@ -299,7 +299,9 @@ def language_matches(answer: Any, expected: str) -> tuple[bool, bool]:
     answer (between markers, ellipses, colons and sentence ends) found in a cited
     paragraph after normalization. Verbatim quotes of paragraphs written in the
     expected script count as that script (the document is the authority); any
-    other Chinese must survive OpenCC conversion to the expected script unchanged.
+    other Chinese must survive OpenCC conversion to the expected script unchanged
+    (Traditional: or be what its Simplified form converts to, since s2t may change a
+    character both scripts share when it sees it outside its phrase).
     For English, script match is language match.
 
     Args:
@@ -324,7 +326,13 @@ def language_matches(answer: Any, expected: str) -> tuple[bool, bool]:
     if not lang.is_chinese(expected):
         return language_ok, language_ok
     han = "".join(ch for ch in "".join(checked) if lang.is_cjk(ch))
-    return language_ok, language_ok and lang.to_script(han, expected) == han
+    script_ok = lang.to_script(han, expected) == han
+    if not script_ok and expected == lang.HANT:
+        # OpenCC's s2t is not idempotent on Traditional text: a character both scripts share
+        # changes unless its phrase is matched (亞里士多德 → 亞裏士多德), and phrases are matched in
+        # Simplified. Traditional text is also what its own Simplified form converts back to.
+        script_ok = lang.to_script(lang.to_script(han, lang.HANS), expected) == han
+    return language_ok, language_ok and script_ok
 
 
 @lru_cache(maxsize=1)
