@@ -256,3 +256,17 @@ def test_text_formats_parse_as_before_whatever_the_reader_formats():
         doc = parse_document(data, name)
         assert [p.text for p in doc.paragraphs] == ["Title", "First line wrapped here.", "第一行接著寫。"]
         assert doc.layout_pairs == () and all(p.location is None for p in doc.paragraphs)
+
+
+def test_punctuation_alone_is_never_a_sentence():
+    """XQuAD's "獎。 。" and a stray closing quote end the sentence before them (or open the next)."""
+    import re
+
+    cases = ["公司獎。 。下一句。", '"Yes." " Then no.', "。 Hello there. World.", "Stop. ... Go on."]
+    for text in cases:
+        sentences = split_sentences(text)
+        assert all(re.search(r"\w", s.text) for s in sentences), text
+        assert all(text[s.start : s.end] == s.text for s in sentences)
+        # Nothing of the paragraph is lost between its sentences.
+        assert re.sub(r"\s", "", "".join(s.text for s in sentences)) == re.sub(r"\s", "", text)
+    assert [s.text for s in split_sentences("公司獎。 。下一句。")] == ["公司獎。 。", "下一句。"]

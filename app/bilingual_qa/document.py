@@ -27,6 +27,7 @@ TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
 SUFFIXES = TEXT_SUFFIXES + tuple(readers.FORMATS)
 _READER_SUFFIXES = ".pdf, .docx, .html, .odt or .epub"
 _PARAGRAPH_ID = re.compile(r"P([1-9]\d*)")
+_WORD = re.compile(r"\w")
 
 
 @dataclass(frozen=True)
@@ -486,15 +487,31 @@ def split_sentences(text: str) -> list[Sentence]:
     cuts.extend(m.end() for m in _ZH_END.finditer(text))
     sentences: list[Sentence] = []
     start = 0
+    pending: int | None = None  # where leading punctuation waits for the sentence it opens
     for cut in [*sorted(set(cuts)), len(text)]:
         if cut <= start:
             continue
         piece = text[start:cut]
         lead = len(piece) - len(piece.lstrip())
         stripped = piece.strip()
-        if stripped:
-            sentences.append(Sentence(stripped, start + lead, start + lead + len(stripped)))
+        begin, end = start + lead, start + lead + len(stripped)
         start = cut
+        if not stripped:
+            continue
+        if not _WORD.search(stripped):
+            # Punctuation alone ("。" after "。 ", a closing quote) is no sentence to quote: it
+            # ends the sentence before it, or opens the next one.
+            if sentences:
+                last = sentences[-1]
+                sentences[-1] = Sentence(text[last.start : end], last.start, end)
+            elif pending is None:
+                pending = begin
+            continue
+        if pending is not None:
+            begin, pending = pending, None
+        sentences.append(Sentence(text[begin:end], begin, end))
+    if pending is not None:  # nothing but punctuation: keep it whole
+        sentences.append(Sentence(text[pending:].strip(), pending, pending + len(text[pending:].strip())))
     return sentences
 
 

@@ -58,7 +58,7 @@ IVF_NPROBE = 16
 #: k-means trains on this many sampled vectors per list (FAISS wants at least 39).
 IVF_TRAIN_PER_LIST = 64
 # Bump when sentence splitting, alignment or embedding windows change what an index contains.
-PIPELINE_VERSION = "sentences-1/alignment-1/windows-512"
+PIPELINE_VERSION = "sentences-2/alignment-1/windows-512"
 
 
 class FaissSearch:
