@@ -34,6 +34,7 @@ then holds the file; several processes share a Milvus Lite by its server
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -453,9 +454,7 @@ class Store:
         )
         self._clear_debris(base, keep=build)
         index = self._load(prefix, document.name, document.sha256, built.model_id)
-        from dataclasses import replace
-
-        return replace(index, build_seconds=built.build_seconds)
+        return dataclasses.replace(index, build_seconds=built.build_seconds)
 
     def _write(self, prefix: str, built) -> None:
         """Fill the three collections of a build; the manifest says finished last."""

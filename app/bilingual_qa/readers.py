@@ -678,9 +678,9 @@ def _page_rows(
 
 def _fits(rows: list[list[_Char]], gutter: tuple[float, float]) -> bool:
     """Whether a page's text lies either side of ``gutter`` (a quarter of its lines may cross it)."""
-    inks = [_ink(r) for r in rows]
-    inks = [i for i in inks if i]
-    crossing = sum(_crosses(r, gutter) for r in rows if _ink(r))
+    inked = [(r, i) for r, i in ((r, _ink(r)) for r in rows) if i]
+    inks = [i for _, i in inked]
+    crossing = sum(_crosses(r, gutter) for r, _ in inked)
     lefts = any(b <= gutter[0] for i in inks for _, b in i)
     rights = any(a >= gutter[1] for i in inks for a, _ in i)
     return bool(inks) and lefts and rights and crossing <= len(inks) // 4
