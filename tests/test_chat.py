@@ -10,9 +10,27 @@ HISTORY = [Turn("Which sister cities will Chongqing draw on?", "Ho Chi Minh City
     "question",
     ["And which of them are in Thailand?", "What about Cambodia?", "那其中哪些在泰國?", "泰國的呢?", "Why?"],
 )
-def test_follow_ups_are_condensed_with_the_previous_question(question):
+def test_follow_ups_are_condensed_with_the_previous_question_and_answer(question):
     assert is_follow_up(question)
-    assert condense(question, HISTORY) == f"{HISTORY[0].question} {question}"
+    # The answer names what "them" is; its [P#] markers are not words to search with.
+    assert condense(question, HISTORY) == f"{HISTORY[0].question} Ho Chi Minh City, Bangkok… {question}"
+
+
+@pytest.mark.parametrize(
+    ("question", "points_back"),
+    [
+        ("When did ABC change its logo?", False),
+        ("Which company did ABC hire to design and produce its 2001–02 identity?", False),
+        ("When did Kawann Short retire from their team?", False),
+        ("When did he change its logo?", True),  # "he" has no name before it
+        ("When did it change its logo?", True),
+        ("What did Jean Ribault call it?", True),  # only possessives look back to a name
+        ("How did its logo change?", True),
+        ("Its logo?", True),
+    ],
+)
+def test_a_possessive_after_a_name_the_question_gives_does_not_point_back(question, points_back):
+    assert (follow_up_cue(question) == REFERENCE) == points_back
 
 
 @pytest.mark.parametrize(
@@ -129,3 +147,23 @@ def test_only_the_last_turns_are_read_and_each_is_cut_to_size():
     assert as_turns([("q", None)]) == [Turn("q", "")]
     with pytest.raises(QuestionError):
         as_turns([(1, "a")])
+
+
+def test_a_follow_up_quotes_the_sentence_about_whom_the_last_answer_named(settings, fake_embedder, tmp_path):
+    # "he" is named only in the last answer: the follow-up's sentences are weighed against
+    # the conversation too, not against "How many fumbles did he force?" alone.
+    from bilingual_qa import Assistant
+
+    document = tmp_path / "season.txt"
+    document.write_text(
+        "The defense was the best in years. Davis forced four fumbles and made nine tackles this season. "
+        "Short forced three fumbles and recovered two this season.\n\n"
+        "防守是多年來最好的。Davis 本賽季迫使對手四次失誤，並完成九次擒抱。"
+        "Short 本賽季迫使對手三次失誤，並兩次收回球權。\n",
+        encoding="utf-8",
+    )
+    bot = Assistant(document=document, settings=settings.replace(answer_threshold=0.0), embedder=fake_embedder)
+    history = [("Who led the team in sacks?", "Short led the team in sacks [P1].")]
+    answer = bot.ask("How many fumbles did he force?", history=history)
+    assert answer.standalone_question is not None
+    assert "three fumbles" in answer.text and "four fumbles" not in answer.text

@@ -317,14 +317,16 @@ class Assistant:
         """What the extractive answerer weighs: (the question text, the retrieval).
 
         A follow-up condensed by rule ("Which sister cities…? 那柬埔寨呢？") finds its units
-        with the condensed text, but its sentences are scored against the follow-up alone:
-        the earlier question says where to look, the follow-up's own words what to quote.
+        with the condensed text, and its sentences are scored by the mean of their similarity
+        to the follow-up alone and to the condensed text: the follow-up's own words say what
+        to quote, the conversation who "he" or "it" is.
         """
         retrieval = self._search(query)
         if query.own_vector is None:
             return query.standalone, retrieval
         own_scores = self._retriever.sentence_scores(query.own_vector)
-        return query.question, dataclasses.replace(retrieval, sentence_scores=own_scores)
+        scores = (own_scores + retrieval.sentence_scores) / 2
+        return query.question, dataclasses.replace(retrieval, sentence_scores=scores)
 
     def _condense(self, question: str, turns: list, force: bool = False) -> str:
         """The standalone question: rewritten by the LLM when one is configured, else by rule."""

@@ -39,6 +39,10 @@ _ZH_REFERENCE = re.compile(
     r"^(?:那|那麼|那么|還有|还有|另外|其中|而且|並且|并且|和|與|与|跟|同)"
     r"|他|她|它|這|这|那些|那個|那个|該|该|此|其|第[一二三四五六七八九十两兩]+[个個所位家种種座條条]?|呢[?？]?$"
 )
+# "its" in "When did ABC change its logo?" points at a name the question itself gives.
+_POSSESSIVE = frozenset({"its", "his", "her", "their"})
+_NAME = re.compile(r"(?<=\s)[A-Z0-9][\w'’&.-]*")
+_MARKER = re.compile(r"\s*\[P\d+\]")
 REFERENCE = "reference"
 SHORT = "short"
 _SHORT_EN_WORDS = 12
@@ -116,10 +120,19 @@ def follow_up_cue(question: str) -> str | None:
     short question with at most one or two key terms ("Which countries?", "和哪些国家？").
     """
     # Both languages' cues: a Chinese question may be mostly Latin names ("那 filterm 呢？").
-    if _EN_REFERENCE.search(question) or _ZH_REFERENCE.search(re.sub(r"\s+", "", question)):
+    if _points_back(question) or _ZH_REFERENCE.search(re.sub(r"\s+", "", question)):
         return REFERENCE
     few = 1 if lang.question_language(question) == lang.EN else 2
     return SHORT if is_short(question) and len(lang.key_terms(question)) <= few else None
+
+
+def _points_back(question: str) -> bool:
+    """An English cue that points outside the question (not a possessive after a name it gives)."""
+    for match in _EN_REFERENCE.finditer(question):
+        if match.group(0).lower() in _POSSESSIVE and _NAME.search(question, 0, match.start()):
+            continue
+        return True
+    return False
 
 
 def is_follow_up(question: str) -> bool:
@@ -138,8 +151,11 @@ def is_short(question: str) -> bool:
 def condense(question: str, history: Sequence[Turn], force: bool = False) -> str:
     """A standalone version of ``question`` given the earlier turns.
 
-    Unchanged when there is no history, or when the question has no follow-up cue and
-    ``force`` is false (``force``: the caller decided from evidence that it is a follow-up).
+    The last standalone question, the last answer (its [P#] markers dropped) and the
+    follow-up: "he" in "How many fumbles did he force?" is named in the answer, not the
+    question ("Who led the Panthers in sacks?"). Unchanged when there is no history, or
+    when the question has no follow-up cue and ``force`` is false (``force``: the caller
+    decided from evidence that it is a follow-up).
     """
     if not history or not (force or is_follow_up(question)):
         return question
@@ -149,4 +165,5 @@ def condense(question: str, history: Sequence[Turn], force: bool = False) -> str
         if not is_follow_up(previous):
             break
         previous = f"{turn.question} {previous}"
-    return f"{previous} {question}"
+    answer = _MARKER.sub("", history[-1].answer).strip()
+    return " ".join(part for part in (previous, answer, question) if part)
