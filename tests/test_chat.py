@@ -162,7 +162,8 @@ def test_a_follow_up_quotes_the_sentence_about_whom_the_last_answer_named(settin
         "Short 本賽季迫使對手三次失誤，並兩次收回球權。\n",
         encoding="utf-8",
     )
-    bot = Assistant(document=document, settings=settings.replace(answer_threshold=0.0), embedder=fake_embedder)
+    settings = settings.replace(answer_threshold=0.0)
+    bot = Assistant(document=document, settings=settings, embedder=fake_embedder)
     history = [("Who led the team in sacks?", "Short led the team in sacks [P1].")]
     answer = bot.ask("How many fumbles did he force?", history=history)
     assert answer.standalone_question is not None
