@@ -176,3 +176,27 @@ def test_the_issue_example(real_assistant):
     assert answer.answered
     assert "communication and coordination" in answer.text
     assert answer.citations[0].paragraph_id == "P9"
+
+
+@pytest.mark.parametrize(
+    ("question", "embedded"),
+    [
+        ("重庆将与哪些国家的驻华使领馆搭建沟通协调机制？", "重慶將與哪些國家的駐華使領館搭建溝通協調機制？"),
+        ("重慶將與哪些國家的駐華使領館搭建溝通協調機制？", "重慶將與哪些國家的駐華使領館搭建溝通協調機制？"),
+        ("Which consulates will Chongqing work with?", "Which consulates will Chongqing work with?"),
+    ],
+)
+def test_a_question_is_embedded_in_the_documents_script_and_answered_in_its_own(
+    settings, fake_embedder, question, embedded
+):
+    # The default document is Traditional: a Simplified question reaches the embedder in
+    # Traditional (the model reads 们 and 們 as different tokens), the answer stays Simplified.
+    seen = []
+    embed = fake_embedder.embed_queries
+    fake_embedder.embed_queries = lambda texts: seen.extend(texts) or embed(texts)
+    bot = Assistant(settings=settings, embedder=fake_embedder)
+    answer = bot.ask(question)
+    assert seen == [embedded]
+    if lang.is_chinese(answer.language) and answer.answered:
+        assert lang.chinese_script(answer.text, answer.language) == answer.language
+    assert answer.language == lang.question_language(question)

@@ -272,7 +272,7 @@ class Assistant:
         """
 
         def alone() -> _Query:
-            return _Query(question, question, language, self.embedder.embed_queries([question])[0])
+            return _Query(question, question, language, self._embed([question])[0])
 
         if not turns:
             return alone()
@@ -284,7 +284,7 @@ class Assistant:
         if cue == REFERENCE and self._generator is not None:
             return self._rewritten(question, turns, language)
         merged = self._fit(condense(question, turns, force=True))
-        own, together = self.embedder.embed_queries([question, merged])
+        own, together = self._embed([question, merged])
         if cue != REFERENCE:
             single = _Query(question, question, language, own)
             on_its_own = self._answerer.confidence(question, language, self._search(single))
@@ -301,7 +301,26 @@ class Assistant:
     def _rewritten(self, question: str, turns: list[Turn], language: str) -> _Query:
         """The follow-up rewritten by the LLM into a real question: searched and weighed as one."""
         rewritten = self._fit(self._condense(question, turns, force=True))
-        return _Query(question, rewritten, language, self.embedder.embed_queries([rewritten])[0])
+        return _Query(question, rewritten, language, self._embed([rewritten])[0])
+
+    def _embed(self, texts: list[str]):
+        """Query vectors, Chinese written in the document's script first.
+
+        Lexical matching already compares Traditional and Simplified text in one form, but
+        the embedder reads characters: 们 and 們 are different tokens to it, and a question
+        in the other script than the document ranks its passages lower (Traditional
+        questions about a Simplified document were refused 2.5 times as often as the same
+        questions in Simplified). The answer is still written in the question's script.
+        """
+        script = self._default_script
+
+        def in_script(text: str) -> str:
+            # Only another script is converted: s2t would also respell a Traditional 里 as 裏.
+            if not any(lang.is_cjk(ch) for ch in text) or lang.chinese_script(text, script) == script:
+                return text
+            return lang.to_script(text, script)
+
+        return self.embedder.embed_queries([in_script(text) for text in texts])
 
     def _fit(self, standalone: str) -> str:
         """A condensed question cut to the question budget, keeping its end (the follow-up)."""
