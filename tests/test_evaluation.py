@@ -1,10 +1,12 @@
 import json
 import re
+import types
 from pathlib import Path
 
 import pytest
 
 from bilingual_qa import Assistant, cli
+from bilingual_qa import language as lang
 from bilingual_qa.answering import Answer, Citation
 from bilingual_qa.assistant import Retrieved
 from bilingual_qa.document import DEFAULT_DOCUMENT, read_document
@@ -142,20 +144,25 @@ class Oracle:
     backend = "oracle"
 
     def __init__(self, reference, document):
-        self.cases = {c.question: c for c in reference.cases}
+        # Keyed in one script: the mirror asks the same questions in the other one.
+        self.cases = {lang.to_simplified(c.question): c for c in reference.cases}
         self.document = document
 
     def ask(self, question, history=None):
-        case = self.cases[question]
+        case = self.cases[lang.to_simplified(question)]
+        language = case.language
+        if question != case.question:
+            language = lang.question_language(question)
+        reference = lang.to_script(case.reference, language)
         if not case.answerable:
-            return Answer(question, case.reference, case.language, False, (), backend=self.backend)
+            return Answer(question, reference, language, False, (), backend=self.backend)
         p = self.document.paragraph(case.preferred)
         citation = Citation(p.id, p.language, p.text, p.twin_id, 1.0, ((0, len(p.text)),))
-        text = f"{case.reference} [{p.id}]"
-        return Answer(question, text, case.language, True, (citation,), backend=self.backend)
+        text = f"{reference} [{p.id}]"
+        return Answer(question, text, language, True, (citation,), backend=self.backend)
 
     def retrieve(self, question, history=None, k=10):
-        case = self.cases[question]
+        case = self.cases[lang.to_simplified(question)]
         return [Retrieved((g,), 1.0) for g in case.gold][:k]
 
 
@@ -163,10 +170,8 @@ class Refuser(Oracle):
     """Refuses everything, in the question's language."""
 
     def ask(self, question, history=None):
-        case = self.cases[question]
-        return Answer(
-            question, "文件中沒有提到。" if case.language != "en" else "No.", case.language, False, ()
-        )
+        language = lang.question_language(question)
+        return Answer(question, "文件中沒有提到。" if language != "en" else "No.", language, False, ())
 
     def retrieve(self, question, history=None, k=10):
         return []
@@ -728,3 +733,50 @@ def test_conversation_summary_counts_condensing_and_pairs_follow_ups_with_their_
     assert (s["topic_switches"], s["topic_switches_merged"]) == (1, 0.0)
     assert (s["paired"], s["follow_up_facts"], s["full_question_facts"]) == (2, 0.25, 0.75)
     assert conversation_summary(cases[3:])["follow_ups_condensed"] is None
+
+
+def test_the_mirror_asks_the_same_chinese_questions_in_the_other_script():
+    from bilingual_qa.evaluation import load_reference_set, mirrored, script_summary
+
+    reference = load_reference_set()
+    mirror = mirrored(reference)
+    originals = {c.id: c for c in reference.cases}
+    chinese = [c for c in reference.cases if lang.is_chinese(c.language) and not c.history]
+    assert len(mirror.cases) == len(chinese) > 0
+    for case in mirror.cases:
+        first = originals[case.id.rsplit("~", 1)[0]]
+        assert {case.language, first.language} == {lang.HANT, lang.HANS}
+        assert lang.to_script(first.question, case.language) == case.question
+        assert (case.facts, case.gold, case.answerable) == (first.facts, first.gold, first.answerable)
+
+    def result(case, answered, recall):
+        return types.SimpleNamespace(
+            id=case.id, language=case.language, answerable=case.answerable, answered=answered,
+            metrics={"fact_recall": recall if case.answerable else None},
+        )  # fmt: skip
+
+    answerable = [c for c in chinese if c.answerable]
+    # Every question answered as written, every converted one refused: the gap is all the script's.
+    summary = script_summary(
+        [result(c, True, 1.0) for c in chinese], [result(c, False, 0.0) for c in mirror.cases]
+    )
+    assert sum(s["n"] for s in summary.values()) == 2 * len(answerable)
+    as_written = {c.language for c in answerable}
+    for script, s in summary.items():
+        share = sum(c.language == script for c in answerable) / s["n"]
+        assert s["facts"] == pytest.approx(share, abs=1e-4)
+        assert s["false_refusal"] == pytest.approx(1 - share, abs=1e-4)
+    assert set(summary) == {lang.HANT, lang.HANS} and as_written
+
+
+def test_a_run_asks_its_chinese_questions_in_both_scripts(report, reference):
+    from bilingual_qa.evaluation import script_lines
+
+    chinese = [c for c in reference.cases if lang.is_chinese(c.language) and not c.history]
+    assert chinese and len(report.mirror.cases) == len(chinese)
+    # The oracle answers as well in either script: the line shows no gap.
+    (line,) = script_lines(report)
+    assert "Traditional facts 1.000, false refusals 0.000" in line
+    assert "Simplified facts 1.000, false refusals 0.000" in line
+    assert report.summary()["scripts"][lang.HANT]["facts"] == 1.0
+    assert "mirror" in report.to_dict() and "mirror" not in {s.name for s in report.systems}

@@ -48,6 +48,7 @@ from .metrics import (
     system_report,
     unit_keys,
 )
+from .mirror import mirrored, script_summary
 from .reference import (
     DEFAULT_BASELINE,
     DEFAULT_SET,
@@ -68,6 +69,7 @@ from .report import (
     render_html,
     render_suite_html,
     render_svg_chart,
+    script_lines,
     tally_lines,
     write_reports,
     write_suite,
@@ -128,6 +130,7 @@ __all__ = [
     "load_baseline",
     "load_reference_set",
     "meta_path",
+    "mirrored",
     "normalize_for_facts",
     "pool_reports",
     "render_html",
@@ -136,6 +139,8 @@ __all__ = [
     "run_cli",
     "run_eval",
     "score_case",
+    "script_lines",
+    "script_summary",
     "system_report",
     "tally_lines",
     "unit_keys",

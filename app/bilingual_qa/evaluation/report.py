@@ -7,11 +7,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import language as lang
 from ..errors import EvaluationError
 from ..files import atomic_write
 from ..reportkit import esc, items, page, row, svg, svg_text, table
 from .baseline import Regression
 from .metrics import METRICS, SystemReport, conversation_summary
+from .mirror import script_summary
 from .reference import EVAL_DIR
 from .run import EvalReport
 
@@ -69,7 +71,7 @@ def format_table(report: EvalReport) -> str:
         f"{report.reference_set}: {report.cases} cases on {report.document} "
         f"(model {report.model}, backend {report.engine.backend}{fitted}, {report.seconds:.0f} s)"
     )
-    extra = [*conversation_lines(report), *tally_lines(report)]
+    extra = [*conversation_lines(report), *script_lines(report), *tally_lines(report)]
     return head + "\n" + "\n".join(lines) + "".join(f"\n{line}" for line in extra)
 
 
@@ -96,6 +98,30 @@ def conversation_lines(report: EvalReport) -> list[str]:
         f"fact recall of follow-ups {share('follow_up_facts')} vs asked in full "
         f"{share('full_question_facts')} (n {s['paired']})"
     ]
+
+
+def script_lines(report: EvalReport) -> list[str]:
+    """The same Chinese questions in Traditional and in Simplified, in one line (none without them).
+
+    Args:
+        report: a finished run (or a pooled one) with its mirrored cases.
+
+    Returns:
+        Fact recall and false refusals of the answerable Chinese questions asked in each
+        script (as written, and converted by the mirror).
+    """
+    if report.mirror is None:
+        return []
+    s = script_summary(report.engine.cases, report.mirror.cases)
+    if not s:
+        return []
+    parts = [
+        f"{name} facts {s[script]['facts']:.3f}, false refusals {s[script]['false_refusal']:.3f}"
+        for script, name in ((lang.HANT, "Traditional"), (lang.HANS, "Simplified"))
+        if script in s
+    ]
+    n = s.get(lang.HANT, s.get(lang.HANS, {})).get("n", 0)
+    return [f"scripts: the same {n} Chinese questions in both scripts: " + "; ".join(parts)]
 
 
 def tally_lines(report: EvalReport) -> list[str]:

@@ -25,9 +25,10 @@ from .. import language as lang
 from ..errors import QuestionError
 from ..files import sha256_bytes
 from .metrics import RETRIEVAL_DEPTH, CaseResult, SystemReport, score_case, system_report
+from .mirror import mirrored, script_summary
 from .reference import DEFAULT_SET, Case, ReferenceSet, check_reference_set, load_reference_set
 
-_SYSTEM_FIELDS = ("engine", "naive", "extractive", "rules")
+_SYSTEM_FIELDS = ("engine", "naive", "extractive", "rules", "mirror")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class EvalReport:
     development: bool = False
     # Answered by the answerer model fitted without this document (leave one document out).
     cross_validated: bool = False
+    # The engine asked the set's Chinese questions again in the other script (.mirror).
+    mirror: SystemReport | None = None
 
     @property
     def systems(self) -> list[SystemReport]:
@@ -63,6 +66,8 @@ class EvalReport:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in _SYSTEM_FIELDS}
         for system in self.systems:
             out[system.name] = dataclasses.asdict(system) | {"tallies": system.tallies()}
+        if self.mirror is not None:
+            out["mirror"] = dataclasses.asdict(self.mirror)
         return out
 
     def summary(self) -> dict[str, object]:
@@ -76,6 +81,8 @@ class EvalReport:
                 "failures": len(system.failures),
                 "tallies": system.tallies(),
             }
+        if self.mirror is not None:
+            out["scripts"] = script_summary(self.engine.cases, self.mirror.cases)
         return out
 
 
@@ -88,6 +95,7 @@ def run_eval(
     progress: bool = False,
     rules: bool = True,
     cross_validate: bool = True,
+    mirror: bool = True,
 ) -> EvalReport:
     """Evaluate an Assistant (whatever it is configured with) on a reference set.
 
@@ -98,6 +106,7 @@ def run_eval(
         naive: also score the plain llama-index pipeline over the same document and embedder.
             (An assistant with an LLM backend is also scored answering extractively.)
         rules: also score :class:`TopUnitQuote` quoting one and two sentences.
+        mirror: also ask the set's Chinese questions in the other script (:mod:`.mirror`).
         cross_validate: on a document the answerer was fitted on, answer with the model fitted
             without it (:meth:`~bilingual_qa.Assistant.cross_validated`), so scores are honest.
         k: ranked pairs scored for MRR.
@@ -126,6 +135,13 @@ def run_eval(
     # Load lazily-initialized model state before timing the first question.
     assistant.embedder.embed_queries(["warm-up"])
     engine = evaluate_system(assistant, reference_set, document, name="engine", k=k, progress=progress)
+    mirrored_report = None
+    if mirror:
+        others = mirrored(reference_set)
+        if others.cases:
+            mirrored_report = evaluate_system(
+                assistant, others, document, name="mirror", k=k, progress=progress
+            )
     extractive = None
     if getattr(assistant, "backend", None) == "llm":
         extractive = evaluate_system(
@@ -163,6 +179,7 @@ def run_eval(
         rules=scored_rules,
         development=reference_set.development,
         cross_validated=cross_validated,
+        mirror=mirrored_report,
     )
 
 
@@ -200,7 +217,17 @@ def pool_reports(reports: Sequence[EvalReport]) -> EvalReport:
         naive=pooled("naive"),
         extractive=pooled("extractive"),
         rules=tuple(p for p in map(pooled, rule_names) if p is not None),
+        mirror=_pooled_mirror(reports),
     )
+
+
+def _pooled_mirror(reports: Sequence[EvalReport]) -> SystemReport | None:
+    """The sets' mirrored cases in one report (None when no set had any)."""
+    parts = [r.mirror for r in reports if r.mirror is not None]
+    if not parts:
+        return None
+    backend = "+".join(sorted({b for s in parts for b in s.backend.split("+")}))
+    return system_report("mirror", backend, [c for s in parts for c in s.cases])
 
 
 def evaluate_system(
