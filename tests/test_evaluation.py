@@ -780,3 +780,21 @@ def test_a_run_asks_its_chinese_questions_in_both_scripts(report, reference):
     assert "Simplified facts 1.000, false refusals 0.000" in line
     assert report.summary()["scripts"][lang.HANT]["facts"] == 1.0
     assert "mirror" in report.to_dict() and "mirror" not in {s.name for s in report.systems}
+
+
+def test_a_reversed_run_asks_both_scripts_about_the_document_in_the_other_script(
+    tmp_path, reference, document, settings, fake_embedder
+):
+    from bilingual_qa.evaluation import script_lines
+
+    bot = Assistant(document=tmp_path / "library.txt", settings=settings, embedder=fake_embedder)
+    report = run_eval(bot, reference, naive=False, rules=False, reverse=True)
+    chinese = [c for c in reference.cases if lang.is_chinese(c.language) and not c.history]
+    assert len(report.reverse.cases) == 2 * len(chinese) and report.reverse_script == lang.HANS
+    # The mirrored document: the same paragraphs, its Chinese now Simplified, beside the indexes.
+    (mirrored,) = (Path(settings.index_dir) / "mirrored").glob("mirror-*-zh-Hans.txt")
+    again = read_document(mirrored)
+    assert [p.id for p in again.paragraphs] == [p.id for p in document.paragraphs]
+    assert "图书馆由市长朴艾伦于1987年创立。" in mirrored.read_text(encoding="utf-8")
+    assert any(line.startswith("scripts, the document in Simplified:") for line in script_lines(report))
+    assert "scripts_reversed" in report.summary()

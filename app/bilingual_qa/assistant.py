@@ -100,17 +100,22 @@ class Assistant:
         twin._generator = None
         return twin
 
-    def cross_validated(self) -> Assistant:
+    def cross_validated(self, holdout: str | None = None) -> Assistant:
         """This assistant answering with the answerer model fitted without its document.
 
         The packaged answerer is fitted on the development documents; for one of them, this
         is the model that never saw it, so its scores on that document are honest. For any
         other document it is the assistant itself.
+
+        Args:
+            holdout: the sha256 of the development document to hold out instead of this
+                one's (a converted copy of it, say, whose questions the fold never saw).
         """
-        if self.document.sha256 not in (load_model_file().get("folds") or {}):
+        holdout = holdout or self.document.sha256
+        if holdout not in (load_model_file().get("folds") or {}):
             return self
         twin = copy.copy(self)
-        twin._answerer = self._answerer.with_model(load_model(holdout=self.document.sha256))
+        twin._answerer = self._answerer.with_model(load_model(holdout=holdout))
         if self._generator is not None:
             twin._generator = copy.copy(self._generator)
             twin._generator.extractive = twin._answerer

@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline", metavar="PATH", help="baseline to gate one --set on (default: the set's own baseline)"
     )
     ev.add_argument("--update-baseline", action="store_true", help="record this run as the new baseline")
+    ev.add_argument(
+        "--reverse-scripts",
+        action="store_true",
+        help="also ask the Chinese questions in both scripts about each document with its Chinese "
+        "in the other script (indexes those versions too)",
+    )
     ev.add_argument("--top-k", type=int, metavar="K", help="paragraph pairs retrieved per question")
     train = commands.add_parser(
         "train",

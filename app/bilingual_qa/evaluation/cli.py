@@ -63,7 +63,8 @@ def run_cli(args: Any, make_assistant: Callable[..., Any]) -> int:
             from ..assistant import Assistant
 
             assistant = Assistant(document=document, settings=first.settings, embedder=first.embedder)
-        reports.append(run_eval(assistant, reference, progress=True))
+        reverse = bool(getattr(args, "reverse_scripts", False))
+        reports.append(run_eval(assistant, reference, progress=True, reverse=reverse))
     folder = Path(args.report or DEFAULT_REPORT_DIR)
     single = len(reports) == 1
     regressions: list[tuple[EvalReport, tuple[Regression, ...]]] = []

@@ -3,13 +3,17 @@
 A Simplified question about a Traditional document (or the reverse) should be answered as
 well as the same question in the document's script. Comparing the zh-Hans and zh-Hant cells
 of a set compares different questions; the mirror asks the *same* questions in both scripts,
-so the gap it shows is the script's alone.
+so the gap it shows is the script's alone. The mirrored document (its Chinese written in the
+other script) turns the direction around: the development documents are Traditional, so
+Traditional questions about a Simplified document are asked there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .. import language as lang
 from .metrics import CaseResult
@@ -76,3 +80,49 @@ def script_summary(
                 "false_refusal": round(sum(not c.answered for c in cases) / len(cases), 4),
             }
     return out
+
+
+def document_script(document: Any) -> str:
+    """The script most of the document's Chinese paragraphs are written in (zh-Hant without any)."""
+    scripts = [p.language for p in document.paragraphs if lang.is_chinese(p.language)]
+    return max((lang.HANT, lang.HANS), key=scripts.count) if scripts else lang.HANT
+
+
+def other_script(document: Any) -> str:
+    """The script the document's Chinese is not (mostly) written in."""
+    return lang.HANS if document_script(document) == lang.HANT else lang.HANT
+
+
+def mirrored_document(document: Any, folder: str | Path) -> Path:
+    """The document as a .txt file with its Chinese in the other script; paragraphs and ids kept.
+
+    Args:
+        document: a parsed document (its paragraphs are written one per block).
+        folder: where the file is written (named by the document's sha256 and the script).
+
+    Returns:
+        The file's path.
+    """
+    other = other_script(document)
+    text = "\n\n".join(
+        lang.to_script(p.text, other) if lang.is_chinese(p.language) else p.text for p in document.paragraphs
+    )
+    path = Path(folder) / f"mirror-{document.sha256[:12]}-{other}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text + "\n":
+        path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def both_scripts(reference: ReferenceSet) -> ReferenceSet:
+    """The set's Chinese questions without history, as written and :func:`mirrored`."""
+    mirror = mirrored(reference)
+    firsts = {c.id.rsplit(SEPARATOR, 1)[0] for c in mirror.cases}
+    cases = tuple(c for c in reference.cases if c.id in firsts) + mirror.cases
+    return dataclasses.replace(reference, cases=cases)
+
+
+def split(cases: Sequence[CaseResult]) -> tuple[list[CaseResult], list[CaseResult]]:
+    """Scored cases of :func:`both_scripts`: (as written, mirrored)."""
+    firsts = [c for c in cases if SEPARATOR not in c.id]
+    return firsts, [c for c in cases if SEPARATOR in c.id]

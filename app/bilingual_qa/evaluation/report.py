@@ -13,7 +13,7 @@ from ..files import atomic_write
 from ..reportkit import esc, items, page, row, svg, svg_text, table
 from .baseline import Regression
 from .metrics import METRICS, SystemReport, conversation_summary
-from .mirror import script_summary
+from .mirror import script_summary, split
 from .reference import EVAL_DIR
 from .run import EvalReport
 
@@ -101,27 +101,37 @@ def conversation_lines(report: EvalReport) -> list[str]:
 
 
 def script_lines(report: EvalReport) -> list[str]:
-    """The same Chinese questions in Traditional and in Simplified, in one line (none without them).
+    """The same Chinese questions in Traditional and in Simplified: one line per document version.
 
     Args:
-        report: a finished run (or a pooled one) with its mirrored cases.
+        report: a finished run (or a pooled one) with its mirrored (and reversed) cases.
 
     Returns:
         Fact recall and false refusals of the answerable Chinese questions asked in each
-        script (as written, and converted by the mirror).
+        script (as written, and converted by the mirror); a second line for the document
+        with its Chinese in the other script, when the run asked there too.
     """
-    if report.mirror is None:
-        return []
-    s = script_summary(report.engine.cases, report.mirror.cases)
+    lines = []
+    if report.mirror is not None:
+        lines.append(_script_line("scripts", script_summary(report.engine.cases, report.mirror.cases)))
+    if report.reverse is not None:
+        name = {lang.HANS: "Simplified", lang.HANT: "Traditional"}.get(report.reverse_script or "", "other")
+        summary = script_summary(*split(report.reverse.cases))
+        lines.append(_script_line(f"scripts, the document in {name}", summary))
+    return [line for line in lines if line]
+
+
+def _script_line(head: str, s: dict) -> str:
+    """One script-pair line ("" when no question was asked in both scripts)."""
     if not s:
-        return []
+        return ""
     parts = [
         f"{name} facts {s[script]['facts']:.3f}, false refusals {s[script]['false_refusal']:.3f}"
         for script, name in ((lang.HANT, "Traditional"), (lang.HANS, "Simplified"))
         if script in s
     ]
     n = s.get(lang.HANT, s.get(lang.HANS, {})).get("n", 0)
-    return [f"scripts: the same {n} Chinese questions in both scripts: " + "; ".join(parts)]
+    return f"{head}: the same {n} Chinese questions in both scripts: " + "; ".join(parts)
 
 
 def tally_lines(report: EvalReport) -> list[str]:

@@ -25,10 +25,10 @@ from .. import language as lang
 from ..errors import QuestionError
 from ..files import sha256_bytes
 from .metrics import RETRIEVAL_DEPTH, CaseResult, SystemReport, score_case, system_report
-from .mirror import mirrored, script_summary
+from .mirror import both_scripts, mirrored, mirrored_document, other_script, script_summary, split
 from .reference import DEFAULT_SET, Case, ReferenceSet, check_reference_set, load_reference_set
 
-_SYSTEM_FIELDS = ("engine", "naive", "extractive", "rules", "mirror")
+_SYSTEM_FIELDS = ("engine", "naive", "extractive", "rules", "mirror", "reverse")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class EvalReport:
     cross_validated: bool = False
     # The engine asked the set's Chinese questions again in the other script (.mirror).
     mirror: SystemReport | None = None
+    # The same questions in both scripts about the document with its Chinese in the other script.
+    reverse: SystemReport | None = None
+    reverse_script: str | None = None
 
     @property
     def systems(self) -> list[SystemReport]:
@@ -66,8 +69,9 @@ class EvalReport:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in _SYSTEM_FIELDS}
         for system in self.systems:
             out[system.name] = dataclasses.asdict(system) | {"tallies": system.tallies()}
-        if self.mirror is not None:
-            out["mirror"] = dataclasses.asdict(self.mirror)
+        for name in ("mirror", "reverse"):
+            if getattr(self, name) is not None:
+                out[name] = dataclasses.asdict(getattr(self, name))
         return out
 
     def summary(self) -> dict[str, object]:
@@ -83,6 +87,8 @@ class EvalReport:
             }
         if self.mirror is not None:
             out["scripts"] = script_summary(self.engine.cases, self.mirror.cases)
+        if self.reverse is not None:
+            out["scripts_reversed"] = script_summary(*split(self.reverse.cases))
         return out
 
 
@@ -96,6 +102,7 @@ def run_eval(
     rules: bool = True,
     cross_validate: bool = True,
     mirror: bool = True,
+    reverse: bool = False,
 ) -> EvalReport:
     """Evaluate an Assistant (whatever it is configured with) on a reference set.
 
@@ -107,6 +114,8 @@ def run_eval(
             (An assistant with an LLM backend is also scored answering extractively.)
         rules: also score :class:`TopUnitQuote` quoting one and two sentences.
         mirror: also ask the set's Chinese questions in the other script (:mod:`.mirror`).
+        reverse: also ask them in both scripts about the document with its Chinese in the other
+            script (indexed beside the assistant's own indexes, answered by the same fold).
         cross_validate: on a document the answerer was fitted on, answer with the model fitted
             without it (:meth:`~bilingual_qa.Assistant.cross_validated`), so scores are honest.
         k: ranked pairs scored for MRR.
@@ -142,6 +151,9 @@ def run_eval(
             mirrored_report = evaluate_system(
                 assistant, others, document, name="mirror", k=k, progress=progress
             )
+    reversed_report = None
+    if reverse:
+        reversed_report = _reversed(assistant, reference_set, document, k, progress)
     extractive = None
     if getattr(assistant, "backend", None) == "llm":
         extractive = evaluate_system(
@@ -180,6 +192,8 @@ def run_eval(
         development=reference_set.development,
         cross_validated=cross_validated,
         mirror=mirrored_report,
+        reverse=reversed_report,
+        reverse_script=None if reversed_report is None else other_script(document),
     )
 
 
@@ -218,16 +232,32 @@ def pool_reports(reports: Sequence[EvalReport]) -> EvalReport:
         extractive=pooled("extractive"),
         rules=tuple(p for p in map(pooled, rule_names) if p is not None),
         mirror=_pooled_mirror(reports),
+        reverse=_pooled_mirror(reports, "reverse"),
+        reverse_script=next((r.reverse_script for r in reports if r.reverse_script), None),
     )
 
 
-def _pooled_mirror(reports: Sequence[EvalReport]) -> SystemReport | None:
-    """The sets' mirrored cases in one report (None when no set had any)."""
-    parts = [r.mirror for r in reports if r.mirror is not None]
+def _pooled_mirror(reports: Sequence[EvalReport], name: str = "mirror") -> SystemReport | None:
+    """The sets' mirrored (or reversed) cases in one report (None when no set had any)."""
+    parts = [getattr(r, name) for r in reports if getattr(r, name) is not None]
     if not parts:
         return None
     backend = "+".join(sorted({b for s in parts for b in s.backend.split("+")}))
-    return system_report("mirror", backend, [c for s in parts for c in s.cases])
+    return system_report(name, backend, [c for s in parts for c in s.cases])
+
+
+def _reversed(assistant: Any, reference: ReferenceSet, document: Any, k: int, progress: bool):
+    """The set's Chinese questions in both scripts, about the document in the other script."""
+    from ..assistant import Assistant
+
+    cases = both_scripts(reference)
+    if not cases.cases:
+        return None
+    folder = Path(assistant.settings.index_dir) / "mirrored"
+    other = Assistant(
+        document=mirrored_document(document, folder), settings=assistant.settings, embedder=assistant.embedder
+    ).cross_validated(holdout=document.sha256)
+    return evaluate_system(other, cases, other.document, name="reverse", k=k, progress=progress)
 
 
 def evaluate_system(
