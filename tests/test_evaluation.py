@@ -326,6 +326,16 @@ def test_language_and_script_matching():
     assert language_matches(
         answer("亞里士多德对力的概念進行了哲學上的討論。 [P9]", [aristotle]), "zh-Hant"
     ) == (True, False)
+    # A Chinese sentence of Latin names is Chinese: quoted whole, or converted (支援 kept, not
+    # read as the mainland's 支持), its language is its paragraph's.
+    latin = Citation(
+        "P21", "zh-Hant", "mlterm 支援 ISO-8859-1、KOI8-R、Shift_JIS、Big5、UTF-8 及 GB18030。", None, 1.0, ()
+    )
+    for text, expected in ((latin.text, "zh-Hant"), (lang.to_script(latin.text, "zh-Hans"), "zh-Hans")):
+        assert language_matches(answer(f"{text} [P21]", [latin]), expected) == (True, True)
+        assert language_matches(answer(f"{text} [P21]", [latin]), "en") == (False, False)
+    english = Citation("P1", "en", "mlterm supports ISO-8859-1, KOI8-R and Big5.", None, 1.0, ())
+    assert language_matches(answer(f"{english.text} [P1]", [english]), "zh-Hant")[0] is False
 
 
 # --- baseline gate -----------------------------------------------------------------------------

@@ -321,8 +321,18 @@ def language_matches(answer: Any, expected: str) -> tuple[bool, bool]:
         if not any(piece.strip() in text for language, text, _ in cited if language == expected):
             checked.append(piece)
     own_text = " ".join(own)
-    judged = own_text if any(ch.isalpha() for ch in own_text) else _plain(answer.text)
-    language_ok = lang.is_chinese(lang.question_language(judged)) == lang.is_chinese(expected)
+    if any(ch.isalpha() for ch in own_text):
+        language_ok = lang.is_chinese(lang.question_language(own_text)) == lang.is_chinese(expected)
+    else:
+        # Nothing but quotes: they are in their paragraphs' language, however many Latin names
+        # a Chinese sentence lists ("x 視窗系統的終端機模擬器，支援…ISO-8859…Big5").
+        pieces = [_squash(p) for p in _PIECES.split(answer.text) if p.strip()]
+        quoted = {language for language, _, squashed in cited if any(p and p in squashed for p in pieces)}
+        if quoted:
+            language_ok = all(lang.is_chinese(q) == lang.is_chinese(expected) for q in quoted)
+        else:
+            judged = _plain(answer.text)
+            language_ok = lang.is_chinese(lang.question_language(judged)) == lang.is_chinese(expected)
     if not lang.is_chinese(expected):
         return language_ok, language_ok
     han = "".join(ch for ch in "".join(checked) if lang.is_cjk(ch))
@@ -353,8 +363,12 @@ def _says_only_in_other_version(text: str) -> bool:
 
 
 def _squash(text: str) -> str:
-    """Normalized (NFKC, Simplified, lower case) and without whitespace: for finding quotes."""
-    return re.sub(r"\s+", "", lang.normalize(text))
+    """NFKC, Simplified character by character, lower case, no whitespace: for finding quotes.
+
+    Character by character, as answers convert quotes: the phrase-level conversion lexical
+    matching uses would turn a Taiwan paragraph's 支援 into 支持 and miss its own quote.
+    """
+    return re.sub(r"\s+", "", lang.to_simplified(unicodedata.normalize("NFKC", text)).lower())
 
 
 def _plain(text: str) -> str:
