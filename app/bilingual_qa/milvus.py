@@ -83,9 +83,15 @@ def base_name(sha256: str, model_id: str) -> str:
 
 
 def quiet() -> None:
-    """Keep pymilvus's own logging of failed calls off stderr: errors here are one line."""
+    """Keep pymilvus's own logging of failed calls off stderr: errors here are one line.
+
+    Milvus Lite's gRPC server runs in this process for a ``.db`` file; it logs a traceback
+    for every call it does not implement (pymilvus asks for AllocTimestamp after creating
+    an index, then carries on), which is noise on a user's terminal, not an error.
+    """
     for name in [n for n in logging.root.manager.loggerDict if n == "pymilvus" or n.startswith("pymilvus.")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
 
 def connect(settings: Settings):
