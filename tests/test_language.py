@@ -46,6 +46,20 @@ def test_key_terms_drop_question_words():
     assert "哪些" not in terms and "友城" in terms
 
 
+@pytest.mark.parametrize(
+    ("english", "chinese"),
+    [
+        ("Who translated this article?", "這篇文章的譯者是誰?"),
+        ("According to the text, what is RCEP?", "根據文中提到的內容，RCEP是什麼?"),
+    ],
+)
+def test_words_that_point_at_the_document_are_not_terms_in_either_language(english, chinese):
+    # The English list drops "article", "text", "according", "mentioned"; Chinese drops the same.
+    assert len(lang.key_terms(english)) == 1
+    assert not {"这篇", "文章", "文中", "提到", "根据"} & set(lang.key_terms(chinese))
+    assert "文件" in lang.key_terms("wamerican 提供什么文件？")  # 文件 is also "file"
+
+
 def test_anchors_are_numbers_and_acronyms():
     assert lang.anchors("RCEP and LMC in 2023, 10場以上") == {"RCEP", "LMC", "2023", "10"}
 
@@ -107,7 +121,10 @@ def test_version_requests_name_the_other_version(question, language, version, le
     found, rest = lang.version_request(question, language)
     assert found == version
     if version is None:
-        assert rest == question
+        # Its own version names no term to look for ("the English version", "中文版").
+        kept = [t for t in lang.key_terms(question) if t not in ("english", "version")]
+        assert lang.key_terms(rest) == kept
+        assert not {"english", "version", "中文"} & set(lang.key_terms(rest))
     else:
         assert rest != question and not lang.version_request(rest, language)[0]
     if left is not None:

@@ -35,6 +35,13 @@ _EN_STOPWORDS = frozenset(
         "mention does did many much kind type ones one another us let know"
     ).split()
 )
+# The Chinese for the English list's "document text article according mentioned", and a
+# question's name for its own language's version ("the English version", "中文稿"): they point at
+# the document, not at what to look for in it. (文件 is left: it is also "file".)
+_ZH_META_RE = re.compile("这篇|本篇|文章|本文|文中|提到|提及|根据|所述|中文版本|中文版|中文稿件|中文稿")
+_EN_OWN_VERSION_RE = re.compile(
+    r"\b(?:the )?english (?:version|text|original|translation|edition|article|byline)s?\b", re.IGNORECASE
+)
 _ZH_STOP_CHARS = frozenset(
     "的了是在和與与及或嗎吗呢吧啊呀麼么甚什哪誰谁何幾几怎樣样些個个多少請请問问有沒没對对把被將将其之也都就還还又再而並并為为於于以從从到向由等"
 )
@@ -277,7 +284,8 @@ def key_terms(text: str) -> list[str]:
     for match in _TOKEN_RE.finditer(normalize(text)):
         word = match.group()
         if is_cjk(word[0]):
-            pieces = [p for p in re.split("[" + "".join(_ZH_STOP_CHARS) + "]", word) if p]
+            word = _ZH_META_RE.sub(" ", word)
+            pieces = [p for p in re.split("[ " + "".join(_ZH_STOP_CHARS) + "]", word) if p]
             for piece in pieces:
                 if len(piece) == 1:
                     terms.append(piece)
@@ -314,7 +322,8 @@ def version_request(question: str, language: str) -> tuple[str | None, str]:
     pattern = _ENGLISH_VERSION_RE if is_chinese(language) else _CHINESE_VERSION_RE
     rest, found = pattern.subn(" ", question)
     if not found:
-        return None, question
+        # "Who translated the English version?": its own version names no term to look for.
+        return None, question if is_chinese(language) else _EN_OWN_VERSION_RE.sub(" ", question)
     if is_chinese(language):
         rest = _HOW_WORDED_RE.sub(" ", rest)
     return (EN if is_chinese(language) else "zh"), rest
