@@ -10,10 +10,12 @@ HISTORY = [Turn("Which sister cities will Chongqing draw on?", "Ho Chi Minh City
     "question",
     ["And which of them are in Thailand?", "What about Cambodia?", "那其中哪些在泰國?", "泰國的呢?", "Why?"],
 )
-def test_follow_ups_are_condensed_with_the_previous_question_and_answer(question):
+def test_follow_ups_are_condensed_with_the_previous_question(question):
     assert is_follow_up(question)
-    # The answer names what "them" is; its [P#] markers are not words to search with.
-    assert condense(question, HISTORY) == f"{HISTORY[0].question} Ho Chi Minh City, Bangkok… {question}"
+    assert condense(question, HISTORY) == f"{HISTORY[0].question} {question}"
+    # Searched with the answer too (it names what "them" is); its [P#] markers are no words.
+    searched = condense(question, HISTORY, with_answer=True)
+    assert searched == f"{HISTORY[0].question} Ho Chi Minh City, Bangkok… {question}"
 
 
 @pytest.mark.parametrize(
@@ -166,5 +168,6 @@ def test_a_follow_up_quotes_the_sentence_about_whom_the_last_answer_named(settin
     bot = Assistant(document=document, settings=settings, embedder=fake_embedder)
     history = [("Who led the team in sacks?", "Short led the team in sacks [P1].")]
     answer = bot.ask("How many fumbles did he force?", history=history)
-    assert answer.standalone_question is not None
+    # Shown as understood (the last question and the follow-up), searched with the answer too.
+    assert answer.standalone_question == "Who led the team in sacks? How many fumbles did he force?"
     assert "three fumbles" in answer.text and "four fumbles" not in answer.text

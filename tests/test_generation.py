@@ -489,11 +489,11 @@ def test_a_stalled_stream_ends_with_the_fallback(make_bot, stalling_server):
 
 
 def test_condensing_against_a_stalling_server_falls_back_to_the_rule(make_bot, stalling_server):
-    from bilingual_qa.chat import Turn, condense
+    from bilingual_qa.chat import Turn
 
     bot = make_bot(llm_url=stalling_server.url, llm_timeout=1.0)
     standalone = _within(lambda: bot._generator.condense("And in Cambodia?", [Turn(THAILAND, GOOD)]))
-    assert standalone == condense("And in Cambodia?", [Turn(THAILAND, GOOD)])
+    assert standalone == f"{THAILAND} And in Cambodia?"
     _assert_nothing_left_open(stalling_server, calls=1)
 
 
@@ -505,7 +505,7 @@ def test_a_follow_up_against_a_stalling_server_falls_back_twice(make_bot):
     try:
         bot = make_bot(llm_url=server.url, llm_timeout=1.0)
         answer = _within(lambda: bot.ask("And in Cambodia?", history=[(THAILAND, GOOD)]))
-        assert answer.standalone_question == f"{THAILAND} {GOOD.removesuffix(' [P9].')}. And in Cambodia?"
+        assert answer.standalone_question == f"{THAILAND} And in Cambodia?"
         assert (answer.backend, answer.fallback_reason) == ("extractive", "timeout")
         _assert_nothing_left_open(server, calls=2)
     finally:
@@ -906,7 +906,7 @@ def test_an_implausible_rewrite_falls_back_to_the_rule(bot, llm_server, case, re
     llm_server.reply = lambda _m: rewrite
     # A different earlier answer each time: rewrites are cached per conversation.
     answer = bot.ask("And in Cambodia?", history=[(THAILAND, f"Bangkok [P9] ({case})")])
-    assert answer.standalone_question == f"{THAILAND} Bangkok ({case}) And in Cambodia?"
+    assert answer.standalone_question == f"{THAILAND} And in Cambodia?"
 
 
 def test_a_standalone_question_is_not_sent_for_condensing(bot, llm_server):

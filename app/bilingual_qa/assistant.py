@@ -289,19 +289,21 @@ class Assistant:
         if cue == REFERENCE and self._generator is not None:
             return self._rewritten(question, turns, language)
         merged = self._fit(condense(question, turns, force=True))
-        own, together = self._embed([question, merged])
+        # Searched with the last answer too (who "he" is); shown and answered as ``merged``.
+        searched = self._fit(condense(question, turns, force=True, with_answer=True))
+        own, together = self._embed([question, searched])
         if cue != REFERENCE:
             single = _Query(question, question, language, own)
             on_its_own = self._answerer.confidence(question, language, self._search(single))
             if on_its_own >= self._answerer.decision_threshold:
                 return single
-            candidate = _Query(question, merged, language, together, own)
+            candidate = _Query(question, merged, language, together, own, searched)
             text, retrieval = self._evidence(candidate)
             if self._answerer.confidence(text, language, retrieval) <= on_its_own:
                 return single
         if self._generator is not None:  # the evidence says it needs the last turn
             return self._rewritten(question, turns, language)
-        return _Query(question, merged, language, together, own)
+        return _Query(question, merged, language, together, own, searched)
 
     def _rewritten(self, question: str, turns: list[Turn], language: str) -> _Query:
         """The follow-up rewritten by the LLM into a real question: searched and weighed as one."""
@@ -335,7 +337,7 @@ class Assistant:
 
     def _search(self, query: _Query):
         """The one search a question gets: the top_k units and every sentence's score."""
-        return self._retriever.search(query.standalone, query.vector, self.settings.top_k)
+        return self._retriever.search(query.searched, query.vector, self.settings.top_k)
 
     def _evidence(self, query: _Query):
         """What the extractive answerer weighs: (the question text, the retrieval).
@@ -387,7 +389,7 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         query = self._prepare(self.validate(question), history)
-        hits = self._retriever.search(query.standalone, query.vector, max(1, k or self.settings.top_k)).hits
+        hits = self._retriever.search(query.searched, query.vector, max(1, k or self.settings.top_k)).hits
         paragraphs = self.index.document.paragraphs
         return tuple(Retrieved(tuple(paragraphs[m].id for m in h.members), h.score) for h in hits)
 
@@ -424,7 +426,9 @@ class Assistant:
 class _Query:
     """A question ready to search: as asked, standalone (condensed), its language and vectors.
 
-    ``own_vector`` is the question's own vector when ``standalone`` was condensed by rule.
+    ``own_vector`` is the question's own vector when ``standalone`` was condensed by rule;
+    ``search`` is then the text searched (and embedded as ``vector``): the standalone
+    question with the last answer in it.
     """
 
     question: str
@@ -432,6 +436,12 @@ class _Query:
     language: str
     vector: np.ndarray
     own_vector: np.ndarray | None = None
+    search: str | None = None
+
+    @property
+    def searched(self) -> str:
+        """The text lexical search is given."""
+        return self.search or self.standalone
 
 
 def _dominant_script(document: Document) -> str:

@@ -148,14 +148,16 @@ def is_short(question: str) -> bool:
     return units <= _SHORT_ZH_CHARS
 
 
-def condense(question: str, history: Sequence[Turn], force: bool = False) -> str:
+def condense(question: str, history: Sequence[Turn], force: bool = False, with_answer: bool = False) -> str:
     """A standalone version of ``question`` given the earlier turns.
 
-    The last standalone question, the last answer (its [P#] markers dropped) and the
-    follow-up: "he" in "How many fumbles did he force?" is named in the answer, not the
-    question ("Who led the Panthers in sacks?"). Unchanged when there is no history, or
-    when the question has no follow-up cue and ``force`` is false (``force``: the caller
-    decided from evidence that it is a follow-up).
+    The last standalone question followed by the follow-up. Unchanged when there is no
+    history, or when the question has no follow-up cue and ``force`` is false (``force``:
+    the caller decided from evidence that it is a follow-up).
+
+    ``with_answer`` puts the last answer (its [P#] markers dropped) between them, for
+    searching: "he" in "How many fumbles did he force?" is named in the answer, not in the
+    question ("Who led the Panthers in sacks?").
     """
     if not history or not (force or is_follow_up(question)):
         return question
@@ -165,5 +167,5 @@ def condense(question: str, history: Sequence[Turn], force: bool = False) -> str
         if not is_follow_up(previous):
             break
         previous = f"{turn.question} {previous}"
-    answer = _MARKER.sub("", history[-1].answer).strip()
+    answer = _MARKER.sub("", history[-1].answer).strip() if with_answer else ""
     return " ".join(part for part in (previous, answer, question) if part)
