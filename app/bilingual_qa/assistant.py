@@ -81,7 +81,7 @@ class Assistant:
         self._answerer = ExtractiveAnswerer(
             self._retriever, max_sentences=settings.max_answer_sentences, threshold=settings.answer_threshold
         )
-        self._default_script = _dominant_script(self.index.document)
+        self._default_script = self.index.document.chinese_script
         self._generator = None
         if settings.llm_url:
             from .generation import GenerativeAnswerer  # imports llama-index's LLM client: only when used
@@ -442,9 +442,3 @@ class _Query:
     def searched(self) -> str:
         """The text lexical search is given."""
         return self.search or self.standalone
-
-
-def _dominant_script(document: Document) -> str:
-    """The document's Chinese script: the default for questions that do not show theirs."""
-    scripts = [p.language for p in document.paragraphs if lang.is_chinese(p.language)]
-    return max(set(scripts), key=scripts.count) if scripts else lang.HANT

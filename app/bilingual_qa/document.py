@@ -79,6 +79,12 @@ class Document:
     paragraphs: tuple[Paragraph, ...]
     layout_pairs: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def chinese_script(self) -> str:
+        """The script most of its Chinese paragraphs are written in (zh-Hant when it has none)."""
+        scripts = [p.language for p in self.paragraphs if lang.is_chinese(p.language)]
+        return max((lang.HANT, lang.HANS), key=scripts.count) if scripts else lang.HANT
+
     def paragraph(self, paragraph_id: str) -> Paragraph:
         """The paragraph with id ``paragraph_id`` (e.g. "P3")."""
         return self.paragraphs[self.position(paragraph_id)]

@@ -321,18 +321,15 @@ def language_matches(answer: Any, expected: str) -> tuple[bool, bool]:
         if not any(piece.strip() in text for language, text, _ in cited if language == expected):
             checked.append(piece)
     own_text = " ".join(own)
-    if any(ch.isalpha() for ch in own_text):
-        language_ok = lang.is_chinese(lang.question_language(own_text)) == lang.is_chinese(expected)
-    else:
+    quoted: set[str] = set()
+    has_own = any(ch.isalpha() for ch in own_text)
+    if not has_own:
         # Nothing but quotes: they are in their paragraphs' language, however many Latin names
         # a Chinese sentence lists ("x 視窗系統的終端機模擬器，支援…ISO-8859…Big5").
         pieces = [_squash(p) for p in _PIECES.split(answer.text) if p.strip()]
         quoted = {language for language, _, squashed in cited if any(p and p in squashed for p in pieces)}
-        if quoted:
-            language_ok = all(lang.is_chinese(q) == lang.is_chinese(expected) for q in quoted)
-        else:
-            judged = _plain(answer.text)
-            language_ok = lang.is_chinese(lang.question_language(judged)) == lang.is_chinese(expected)
+    judged = quoted or {lang.question_language(own_text if has_own else _plain(answer.text))}
+    language_ok = all(lang.is_chinese(language) == lang.is_chinese(expected) for language in judged)
     if not lang.is_chinese(expected):
         return language_ok, language_ok
     han = "".join(ch for ch in "".join(checked) if lang.is_cjk(ch))

@@ -82,15 +82,9 @@ def script_summary(
     return out
 
 
-def document_script(document: Any) -> str:
-    """The script most of the document's Chinese paragraphs are written in (zh-Hant without any)."""
-    scripts = [p.language for p in document.paragraphs if lang.is_chinese(p.language)]
-    return max((lang.HANT, lang.HANS), key=scripts.count) if scripts else lang.HANT
-
-
 def other_script(document: Any) -> str:
     """The script the document's Chinese is not (mostly) written in."""
-    return lang.HANS if document_script(document) == lang.HANT else lang.HANT
+    return lang.HANS if document.chinese_script == lang.HANT else lang.HANT
 
 
 def mirrored_document(document: Any, folder: str | Path) -> Path:
