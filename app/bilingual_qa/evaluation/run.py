@@ -210,11 +210,7 @@ def pool_reports(reports: Sequence[EvalReport]) -> EvalReport:
     first = reports[0]
 
     def pooled(name: str) -> SystemReport | None:
-        parts = [s for r in reports for s in r.systems if s.name == name]
-        if not parts:
-            return None
-        backend = "+".join(sorted({b for s in parts for b in s.backend.split("+")}))
-        return system_report(name, backend, [c for s in parts for c in s.cases])
+        return _pool(name, [s for r in reports for s in r.systems if s.name == name])
 
     rule_names = dict.fromkeys(s.name for r in reports for s in r.rules)
     return EvalReport(
@@ -231,15 +227,14 @@ def pool_reports(reports: Sequence[EvalReport]) -> EvalReport:
         naive=pooled("naive"),
         extractive=pooled("extractive"),
         rules=tuple(p for p in map(pooled, rule_names) if p is not None),
-        mirror=_pooled_mirror(reports),
-        reverse=_pooled_mirror(reports, "reverse"),
+        mirror=_pool("mirror", [r.mirror for r in reports if r.mirror is not None]),
+        reverse=_pool("reverse", [r.reverse for r in reports if r.reverse is not None]),
         reverse_script=next((r.reverse_script for r in reports if r.reverse_script), None),
     )
 
 
-def _pooled_mirror(reports: Sequence[EvalReport], name: str = "mirror") -> SystemReport | None:
-    """The sets' mirrored (or reversed) cases in one report (None when no set had any)."""
-    parts = [getattr(r, name) for r in reports if getattr(r, name) is not None]
+def _pool(name: str, parts: Sequence[SystemReport]) -> SystemReport | None:
+    """One system's cases of every set in one report (None when no set had it)."""
     if not parts:
         return None
     backend = "+".join(sorted({b for s in parts for b in s.backend.split("+")}))
