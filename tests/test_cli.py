@@ -177,3 +177,25 @@ def test_eval_builds_with_the_model_unless_told_otherwise(monkeypatch, argv, env
         monkeypatch.setenv("BILINGUAL_QA_BUILD_ENGINE", env)
     assert main(["eval", *argv]) == 0
     assert seen == [expected]
+
+
+def test_eval_asks_about_the_documents_in_the_other_script_only_when_told(monkeypatch):
+    from bilingual_qa.cli import _parser
+    from bilingual_qa.evaluation import cli as eval_cli
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def run_eval(assistant, reference, **options):
+        seen.append(options.get("reverse"))
+        raise Stop
+
+    monkeypatch.setattr(eval_cli, "run_eval", run_eval)
+    reference = ROOT / "eval" / "reference_qa.jsonl"
+    for argv in (["eval"], ["eval", "--reverse-scripts"]):
+        args = _parser().parse_args([*argv, "--set", str(reference)])
+        with pytest.raises(Stop):
+            eval_cli.run_cli(args, lambda args, document: object())
+    assert seen == [False, True]
