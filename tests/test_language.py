@@ -200,3 +200,10 @@ def test_simplified_text_is_not_read_as_taiwan_usage():
 )
 def test_unserved_scripts_are_named_and_served_ones_are_not(question, language):
     assert lang.unserved_language(question) == language
+
+
+def test_hong_kong_variants_meet_taiwan_and_mainland_forms():
+    # 衞 and 綫 are Hong Kong's forms of 衛 and 線; lexical matching must not keep them apart.
+    hong_kong, taiwan, mainland = "香港的衞生署和電綫", "香港的衛生署和電線", "香港的卫生署和电线"
+    assert lang.lexical_tokens(hong_kong) == lang.lexical_tokens(taiwan) == lang.lexical_tokens(mainland)
+    assert lang.key_terms(hong_kong) == lang.key_terms(mainland)

@@ -57,8 +57,9 @@ EXACT_SEARCH_LIMIT = 50_000
 IVF_NPROBE = 16
 #: k-means trains on this many sampled vectors per list (FAISS wants at least 39).
 IVF_TRAIN_PER_LIST = 64
-# Bump when sentence splitting, alignment or embedding windows change what an index contains.
-PIPELINE_VERSION = "sentences-2/alignment-1/windows-512"
+# Bump when sentence splitting, alignment, embedding windows or lexical tokens (a Milvus store
+# keeps the BM25 vocabulary) change what an index contains.
+PIPELINE_VERSION = "sentences-2/alignment-1/windows-512/lexical-2"
 
 
 class FaissSearch:

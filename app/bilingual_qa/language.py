@@ -234,14 +234,17 @@ def is_chinese(language: str) -> bool:
 def normalize(text: str) -> str:
     """NFKC, mainland Simplified vocabulary, lower-cased: the form lexical matching compares.
 
-    Traditional text is converted phrase by phrase (OpenCC ``tw2sp``), so Taiwan's 軟體,
-    資訊, 程式設計 meet the mainland's 软件, 信息, 编程; Simplified text only has stray
-    Traditional characters converted (``t2s``), because reading it as Taiwan usage would
-    turn the mainland's 程序 ("program") into 进程 ("process").
+    Traditional text has Hong Kong's variant characters made standard first (OpenCC
+    ``hk2t``: 衞, 綫, 着 meet 衛, 線, 著), then is converted phrase by phrase (``tw2sp``), so
+    Taiwan's 軟體, 資訊, 程式設計 meet the mainland's 软件, 信息, 编程; Simplified text
+    only has stray Traditional characters converted (``t2s``), because reading it as Taiwan
+    usage would turn the mainland's 程序 ("program") into 进程 ("process").
     """
     text = unicodedata.normalize("NFKC", text)
     traditional = any(is_cjk(ch) for ch in text) and chinese_script(text, default=HANS) == HANT
-    return convert(text, "tw2sp" if traditional else "t2s").lower()
+    if traditional:
+        return convert(convert(text, "hk2t"), "tw2sp").lower()
+    return convert(text, "t2s").lower()
 
 
 @lru_cache(maxsize=1)
