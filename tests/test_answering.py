@@ -83,6 +83,17 @@ def test_fact_only_in_the_other_language_says_so(tmp_path, settings, fake_embedd
     assert "Wang Fang" in answer.text and "[P3]" in answer.text
     assert answer.evidence_language == "en" and answer.language == "zh-Hant"
     assert "英文版本" in answer.text
+    # However freely second sentences are quoted, one from the other version stands alone:
+    # a Chinese sentence beside it would make the answer mixed.
+    import dataclasses
+
+    from bilingual_qa.answering import load_model
+
+    eager = dataclasses.replace(load_model(), second=0.0, elsewhere=0.0, threshold=0.0)
+    bot._answerer = bot._answerer.with_model(eager)
+    answer = bot.ask("Li Ming和誰一起做了翻譯?")
+    assert "英文版本" in answer.text and [c.paragraph_id for c in answer.citations] == ["P3"]
+    assert not any(lang.is_cjk(ch) for ch in answer.text.split("：", 1)[-1].split("[P3]")[0])
 
 
 def test_answer_quotes_sentences_not_whole_paragraphs(fake_assistant):
@@ -180,3 +191,26 @@ def test_signals_read_as_attributes_and_as_the_old_mapping(fake_assistant):
     with pytest.raises(KeyError):
         signals["support"]
     assert json.loads(answer.to_json())["signals"] == dict(signals)  # unset ones stay out of JSON
+
+
+@pytest.mark.parametrize("question", QUESTIONS[:4])
+def test_a_second_sentence_comes_from_another_paragraph_only_past_its_own_ratio(fake_assistant, question):
+    import dataclasses
+
+    from bilingual_qa.answering import load_model
+
+    bot = fake_assistant
+    fitted = load_model()
+    # Any second sentence of the same paragraph (or its twin), none from elsewhere.
+    near = dataclasses.replace(fitted, second=0.0, elsewhere=1.01, threshold=0.0)
+    answerer = bot._answerer.with_model(near)
+    question_language = lang.question_language(question)
+    _, retrieval = bot.weigh(question)
+    answer = answerer.answer(question, question_language, retrieval)
+    first = bot.document.paragraph(answer.citations[0].paragraph_id)
+    assert {c.paragraph_id for c in answer.citations} <= {first.id, first.twin_id}
+    assert sum(len(c.spans) for c in answer.citations) == 2 or len(first.sentences) == 1
+    # A ratio above one never quotes a second sentence.
+    alone = bot._answerer.with_model(dataclasses.replace(near, second=1.01))
+    answer = alone.answer(question, question_language, retrieval)
+    assert sum(len(c.spans) for c in answer.citations) == 1

@@ -127,3 +127,53 @@ def test_the_packaged_weights_load_and_name_their_data():
     model = load_model()
     assert 0.0 < model.threshold < 1.0
     assert len(model.sentence.coef) == len(FEATURES)
+
+
+def _two_candidates(paragraph_chars: float | None, n: int = 20) -> tuple[list[Question], list[np.ndarray]]:
+    """Questions whose second-best sentence (2/3 as likely) holds the answer half the time."""
+    questions, scores = [], []
+    for k in range(n):
+        labels = np.array([k % 2 == 0, k % 2 == 1])
+        chars = None if paragraph_chars is None else np.array([100.0, 100.0]) / paragraph_chars
+        whole = None if paragraph_chars is None else np.array([True, True])
+        questions.append(
+            Question(
+                group="0" * 64, set_name="doc", case_id=f"q{k}", category="fact", answerable=True,
+                features=np.zeros((2, len(FEATURES))), labels=labels,
+                twins=(frozenset({(0, 0)}), frozenset({(0, 1)})), shares=chars, long=whole,
+            )
+        )  # fmt: skip
+        scores.append(np.array([0.6, 0.4]))
+    return questions, scores
+
+
+def test_a_second_sentence_is_quoted_when_it_finds_answers_and_answers_stay_short():
+    from bilingual_qa.training import LENGTH_SHARE, _second
+
+    # Two sentences are a fifth of a long paragraph: quote the second whenever it helps
+    # (ratio at most 2/3), and among the ratios that do, the strictest.
+    questions, scores = _two_candidates(paragraph_chars=1000)
+    assert _second(questions, scores) == 0.6
+    # In a 300-character paragraph two sentences are 2/3 of it, over the bound: one sentence.
+    questions, scores = _two_candidates(paragraph_chars=300)
+    assert LENGTH_SHARE < 200 / 300
+    assert _second(questions, scores) > 2 / 3
+    # Lengths not collected: only answers found count.
+    questions, scores = _two_candidates(paragraph_chars=None)
+    assert _second(questions, scores) == 0.6
+
+
+def test_a_sentence_of_another_paragraph_needs_the_stricter_ratio():
+    from bilingual_qa.training import _picked
+
+    q, _ = _two_candidates(paragraph_chars=1000, n=1)
+    q = q[0]
+    elsewhere = dataclasses.replace(q, twins=(frozenset({(0, 0), (1, 0)}), frozenset({(2, 0)})))
+    s = np.array([0.6, 0.4])
+    # The same paragraph: 2/3 of the best clears 0.5; another paragraph: not against 0.7.
+    assert _picked(q, s, second=0.5, elsewhere=0.7) == [0, 1]
+    assert _picked(elsewhere, s, second=0.5, elsewhere=0.7) == [0]
+    assert _picked(elsewhere, s, second=0.9, elsewhere=0.6) == [0, 1]
+    # A sentence of the best one's twin paragraph (position 1) counts as the same paragraph.
+    twin = dataclasses.replace(q, twins=(frozenset({(0, 0), (1, 0)}), frozenset({(1, 2)})))
+    assert _picked(twin, s, second=0.5, elsewhere=0.7) == [0, 1]

@@ -4,10 +4,12 @@ No LLM is involved. Every sentence of the retrieved units, in both versions, is 
 :mod:`bilingual_qa.evidence`; a small logistic model fitted on development data
 (:mod:`bilingual_qa.training`, weights in ``data/answerer.json``) gives the probability that it
 answers the question. The document is judged silent when the best probability is below the
-fitted threshold; otherwise the answer quotes the best sentence (and a second one when it is
-nearly as likely), in the question's language: a sentence found in the other version is quoted
-through its translation, and "only in the other version" is said only when the paragraph has no
-translation of it. Chinese is converted to the question's script.
+fitted threshold; otherwise the answer quotes the best sentence and a second one when it is
+likely enough (by fitted ratios: a sentence of the same paragraph or its translation more
+readily than one of another paragraph), in the question's language: a sentence found in the
+other version is quoted through its translation (or the translated paragraph's own likeliest
+sentence), and "only in the other version" is said only when the paragraph has no translation.
+Chinese is converted to the question's script.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ class AnswererModel:
     ``gate`` gives P(the document answers) from the question-level view of the best candidates
     (:func:`question_features`). ``threshold``: below this gate probability the document is
     judged silent. ``second``: a
-    second sentence is quoted when its probability is at least this share of the best one's.
+    second sentence of the best one's paragraph (or its twin) is quoted when its probability is
+    at least this share of the best one's, and so is the twin's own wording in place of a
+    sentence it does not translate; ``elsewhere``: the share a sentence of another paragraph
+    needs.
     ``translation``: a sentence's best match in the twin paragraph must be at least this
     similar (cosine) to count as its translation.
     """
@@ -52,6 +57,7 @@ class AnswererModel:
     threshold: float
     second: float
     translation: float
+    elsewhere: float = 0.5
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """P(the sentence answers the question) for each row of ``features``."""
@@ -72,6 +78,8 @@ class AnswererModel:
             threshold=float(data["threshold"]),
             second=float(data["second"]),
             translation=float(data["translation"]),
+            # Weights fitted before the two ratios were told apart used one for both.
+            elsewhere=float(data.get("elsewhere", data["second"])),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -82,6 +90,7 @@ class AnswererModel:
             "threshold": round(self.threshold, 6),
             "second": round(self.second, 6),
             "translation": round(self.translation, 6),
+            "elsewhere": round(self.elsewhere, 6),
         }
 
 
@@ -283,17 +292,25 @@ class ExtractiveAnswerer:
         best = order[0]
         picked = [best]
         taken = set(_footprint(weighing.candidates[best]))
+        unit = {p for p, _ in taken}
+        wanted_chinese = lang.is_chinese(weighing.language)
+        if weighing.version is not None:
+            wanted_chinese = weighing.version != lang.EN
+        # Asked how the other version words something: that sentence's translation, nothing more.
+        most = 1 if weighing.version is not None else self.max_sentences
         for i in order[1:]:
-            if len(picked) >= self.max_sentences or probabilities[i] < model.second * probabilities[best]:
+            if len(picked) >= most:
                 break
             footprint = _footprint(weighing.candidates[i])
             if footprint & taken:
                 continue  # the same sentence again, or its translation
+            near = any(p in unit for p, _ in footprint)
+            if probabilities[i] < (model.second if near else model.elsewhere) * probabilities[best]:
+                continue
+            if not self._in_version(weighing, i, wanted_chinese):
+                continue  # only the best sentence may stand in the other language
             picked.append(i)
             taken |= footprint
-        wanted_chinese = lang.is_chinese(weighing.language)
-        if weighing.version is not None:
-            wanted_chinese = weighing.version != lang.EN
         quotes: list[_Quote] = []
         only_other = False
         for n, i in enumerate(picked):
@@ -333,16 +350,30 @@ class ExtractiveAnswerer:
                 for q in quotes
             ):
                 quotes.append(quote)
+        if only_other:
+            # The best sentence stands in the other version alone: a second one in the asker's
+            # language would make the answer mixed, and hide that the fact is only over there.
+            quotes = quotes[:1]
         return quotes, only_other
 
     def _alternative(self, weighing: Weighing, probabilities: np.ndarray, chosen: int) -> int | None:
-        """The twin paragraph's most likely sentence, when it is nearly as likely as ``chosen``."""
+        """The twin paragraph's most likely sentence, when likely enough beside ``chosen`` (``second``)."""
         twin = self.evidence.twin_position(weighing.candidates[chosen].position)
         rows = [i for i, c in enumerate(weighing.candidates) if c.position == twin]
         if not rows:
             return None
         best = max(rows, key=lambda i: probabilities[i])
+        # The twin is the same unit: its sentence stands in under the same-paragraph ratio.
         return best if probabilities[best] >= self.model.second * probabilities[chosen] else None
+
+    def _in_version(self, weighing: Weighing, i: int, wanted_chinese: bool) -> bool:
+        """Whether candidate ``i`` can be quoted in the wanted version: it is in it, or translated there."""
+        c = weighing.candidates[i]
+        if lang.is_chinese(self.evidence.paragraph(c.position).language) == wanted_chinese:
+            return True
+        return c.twin is not None and (
+            weighing.version is not None or self._translates(c.position, c.sentence, c.twin)
+        )
 
     def _translates(self, position: int, sentence: int, span) -> bool:
         """Whether the twin span really is the sentence's translation (similar enough)."""

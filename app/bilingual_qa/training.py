@@ -27,14 +27,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .answering import GATE_FEATURES, MODEL_FORMAT, MODEL_PATH, AnswererModel, Logistic, question_features
+from .answering import (
+    GATE_FEATURES,
+    MODEL_FORMAT,
+    MODEL_PATH,
+    AnswererModel,
+    Logistic,
+    question_features,
+)
 from .errors import EvaluationError
 from .evidence import FEATURES
 
 FALSE_REFUSALS = 0.02  # the constraint that sets the threshold
+# The answer-length bound that limits second sentences: the median answer quotes at most this
+# share of the paragraph it cites, over paragraphs of LONG_PARAGRAPH sentences or more.
+LENGTH_SHARE = 0.5
+LONG_PARAGRAPH = 3
 L2 = 1.0
-SECOND_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
-SECOND_COST = 0.1  # a second sentence must raise "the quote holds the answer" by this share to be worth it
+SECOND_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
+ELSEWHERE_GRID = SECOND_GRID[3:]
+# What citing a second paragraph costs: a sentence from another paragraph must raise "the quote
+# holds the answer" by this share of the answers it is added to.
+SECOND_COST = 0.1
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,10 @@ class Question:
     features: np.ndarray
     labels: np.ndarray
     twins: tuple[frozenset, ...]  # per candidate: the cells it and its translation occupy
+    # Per candidate: its share of its paragraph's length, and whether that paragraph is long
+    # enough for the length bound (LONG_PARAGRAPH sentences); None when not collected.
+    shares: np.ndarray | None = None
+    long: np.ndarray | None = None
 
 
 def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = True) -> tuple[list, list]:
@@ -85,9 +103,12 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
             facts = [[normalize_for_facts(a) for a in fact] for fact in case.facts]
             labels = []
             cells = []
+            shares, long = [], []
             for c in weighing.candidates:
                 paragraph = evidence.paragraph(c.position)
                 text = paragraph.sentences[c.sentence].text
+                shares.append(len(text) / max(1, len(paragraph.text)))
+                long.append(len(paragraph.sentences) >= LONG_PARAGRAPH)
                 if c.twin is not None:
                     text += " " + evidence.span_text(c.twin)
                 text = normalize_for_facts(text)
@@ -107,6 +128,8 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
                     features=weighing.features,
                     labels=np.asarray(labels, dtype=bool),
                     twins=tuple(cells),
+                    shares=np.asarray(shares, dtype=np.float64),
+                    long=np.asarray(long, dtype=bool),
                 )
             )
     return questions, pairs
@@ -186,28 +209,66 @@ def _threshold(questions: Sequence[Question], confidences: np.ndarray) -> float:
     return float(best[min(len(best) - 1, int(np.floor(FALSE_REFUSALS * len(best))))])
 
 
-def _quoted(q: Question, s: np.ndarray, second: float) -> tuple[bool, bool]:
-    """(whether the quoted sentences hold the answer, whether a second one was quoted)."""
+def _picked(q: Question, s: np.ndarray, second: float, elsewhere: float) -> list[int]:
+    """The candidates quoted, as the answerer picks them (:meth:`ExtractiveAnswerer._choose`).
+
+    The best, and the next one (not its translation) likely enough: a sentence of the best
+    one's paragraph or its twin needs ``second`` times the best probability, a sentence of
+    another paragraph ``elsewhere`` times it.
+    """
     order = np.argsort(-s, kind="stable")
-    picked = [int(order[0])]
-    for i in order[1:]:
-        if s[i] < second * s[order[0]]:
-            break
-        if not (q.twins[int(i)] & q.twins[picked[0]]):
-            picked.append(int(i))
-            break
+    best = int(order[0])
+    unit = {position for position, _ in q.twins[best]}
+    for i in (int(i) for i in order[1:]):
+        if q.twins[i] & q.twins[best]:
+            continue  # the same sentence again, or its translation
+        near = any(position in unit for position, _ in q.twins[i])
+        if s[i] >= (second if near else elsewhere) * s[best]:
+            return [best, i]
+    return [best]
+
+
+def _quoted(q: Question, s: np.ndarray, second: float, elsewhere: float | None = None) -> tuple[bool, bool]:
+    """(whether the quoted sentences hold the answer, whether a second one was quoted)."""
+    picked = _picked(q, s, second, second if elsewhere is None else elsewhere)
     return bool(q.labels[picked].any()), len(picked) > 1
 
 
-def _second(questions: Sequence[Question], scores: Sequence[np.ndarray]) -> float:
-    """The second-sentence ratio that best trades answers found against longer quotes."""
+def _share(q: Question, s: np.ndarray, second: float, elsewhere: float) -> float | None:
+    """The quote's share of its first paragraph; None when not collected or a short paragraph."""
+    if q.shares is None or q.long is None:
+        return None
+    picked = _picked(q, s, second, elsewhere)
+    return float(q.shares[picked].sum()) if q.long[picked[0]] else None
+
+
+def _elsewhere(questions: Sequence[Question], scores: Sequence[np.ndarray]) -> float:
+    """The ratio a sentence of another paragraph needs: answers found against second sources cited."""
     answerable = [(q, s) for q, s in zip(questions, scores, strict=True) if q.answerable and len(s)]
 
     def value(ratio: float) -> float:
         found = [_quoted(q, s, ratio) for q, s in answerable]
         return float(np.mean([f for f, _ in found]) - SECOND_COST * np.mean([t for _, t in found]))
 
-    return max(SECOND_GRID, key=lambda r: (value(r), r))
+    return max(ELSEWHERE_GRID, key=lambda r: (value(r), r)) if answerable else 1.01
+
+
+def _second(questions: Sequence[Question], scores: Sequence[np.ndarray], elsewhere: float = 1.01) -> float:
+    """The ratio a second sentence of the same paragraph (or its twin) needs to be quoted.
+
+    The one that finds the most answers while the median answer stays within the product's
+    length bound: at most LENGTH_SHARE of the cited paragraph, over paragraphs of
+    LONG_PARAGRAPH sentences or more. Among equally good ratios, the highest.
+    """
+    answerable = [(q, s) for q, s in zip(questions, scores, strict=True) if q.answerable and len(s)]
+
+    def value(ratio: float) -> tuple[bool, float, float]:
+        found = [_quoted(q, s, ratio, elsewhere)[0] for q, s in answerable]
+        shares = [v for q, s in answerable if (v := _share(q, s, ratio, elsewhere)) is not None]
+        short = not shares or float(np.median(shares)) <= LENGTH_SHARE
+        return short, round(float(np.mean(found)) if found else 0.0, 6), ratio
+
+    return max(SECOND_GRID, key=value)
 
 
 def _translation_floor(pairs: Sequence[tuple[float, bool]]) -> float:
@@ -228,9 +289,10 @@ def _model(questions: Sequence[Question], inner: Sequence[np.ndarray], translati
     """Fit the sentence model on ``questions``, the gate on their held-out scores ``inner``."""
     x, y = _gate_data(questions, inner)
     gate = Logistic(*fit_logistic(x, y))
+    elsewhere = _elsewhere(questions, inner)
     model = AnswererModel(
-        sentence=_fit(questions), gate=gate, threshold=0.0, second=_second(questions, inner),
-        translation=translation,
+        sentence=_fit(questions), gate=gate, threshold=0.0, second=_second(questions, inner, elsewhere),
+        translation=translation, elsewhere=elsewhere,
     )  # fmt: skip
     threshold = _threshold(questions, _confidences(model, questions, inner))
     return dataclasses.replace(model, threshold=threshold)
@@ -255,7 +317,7 @@ def evaluate(questions: Sequence[Question], scores: Sequence[np.ndarray], model:
     answered = [i for i in answerable if confident[i]]
     out["answerable"] = len(answerable)
     out["false_refusal"] = round(1 - len(answered) / max(1, len(answerable)), 4)
-    found = [_quoted(questions[i], scores[i], model.second)[0] for i in answered]
+    found = [_quoted(questions[i], scores[i], model.second, model.elsewhere)[0] for i in answered]
     out["quote_holds_answer"] = round(float(np.mean(found)) if found else 0.0, 4)
     for kind in ("unanswerable", "near-miss"):
         cases = [i for i, q in enumerate(questions) if not q.answerable and q.category == kind]
