@@ -207,3 +207,37 @@ def test_hong_kong_variants_meet_taiwan_and_mainland_forms():
     hong_kong, taiwan, mainland = "香港的衞生署和電綫", "香港的衛生署和電線", "香港的卫生署和电线"
     assert lang.lexical_tokens(hong_kong) == lang.lexical_tokens(taiwan) == lang.lexical_tokens(mainland)
     assert lang.key_terms(hong_kong) == lang.key_terms(mainland)
+
+
+@pytest.mark.parametrize(
+    ("line", "credits"),
+    [
+        ("Source/CQNEWS", "来源"),
+        ("Translation/Xiong Lingsong and Niu Kexin", "译者"),
+        ("Translator: Li Ming", "翻译"),
+        ("文/華龍網", "作者"),
+        ("記者 王芳", "author"),
+        ("攝影：李偉", "photo"),
+    ],
+)
+def test_a_credit_line_carries_its_label_in_both_languages(line, credits):
+    assert credits in lang.credit_words(line)
+    # … so a question in either language meets it lexically.
+    assert set(lang.lexical_tokens(credits)) <= set(lang.lexical_tokens(line))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Who translated the article?",
+        "譯者是誰?",
+        "Source of the problem is unclear and it goes on.",
+        "From the beginning, the plan was clear.",
+        "By 2025, Chongqing will build ten warehouses.",
+        "Source: the plan says so.",
+        "文化交流",
+        "重慶 將建設十個海外倉",
+    ],
+)
+def test_ordinary_text_and_questions_are_no_credit_lines(text):
+    assert lang.credit_words(text) == ""

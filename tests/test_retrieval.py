@@ -42,3 +42,15 @@ def test_simplified_query_matches_traditional_text_lexically(fake_embedder):
 def test_question_with_no_known_tokens_scores_zero(fake_embedder):
     r = _retriever(fake_embedder)
     assert not r.lexical_scores("xyzzy plugh").any()
+
+
+def test_a_credit_line_is_found_by_what_it_credits_in_either_language(fake_embedder):
+    r = _retriever(fake_embedder)
+    ids = [p.id for p in r.index.document.paragraphs]
+    for question, line in [
+        ("英文版的譯者是誰?", "P15"),  # Translation/Xiong Lingsong and Niu Kexin
+        ("中文稿件来自哪家媒体?", "P17"),  # 文/華龍網
+        ("Who translated the article?", "P15"),
+    ]:
+        scores = r.lexical_scores(question)
+        assert ids[int(scores.argmax())] == line, question

@@ -59,7 +59,7 @@ IVF_NPROBE = 16
 IVF_TRAIN_PER_LIST = 64
 # Bump when sentence splitting, alignment, embedding windows or lexical tokens (a Milvus store
 # keeps the BM25 vocabulary) change what an index contains.
-PIPELINE_VERSION = "sentences-2/alignment-1/windows-512/lexical-2"
+PIPELINE_VERSION = "sentences-2/alignment-1/windows-512/lexical-3"
 
 
 class FaissSearch:

@@ -261,13 +261,55 @@ def _han_grams(run: str) -> list[str]:
     return grams
 
 
+# A credit line ("Source/CQNEWS", "Translation: Li Ming", "文／華龍網", "記者 王芳"): its label
+# says what the name is in one language, and a question asks in either ("Who translated it?",
+# "譯者是誰?"), so the line also carries the label's words in both. Labels by what they credit.
+_CREDITS = (
+    ("source from courtesy via outlet", "来源 出处 出自 稿源 来自 媒体",
+     ("source", "sources", "from", "courtesy", "via", "来源", "出处", "稿源", "来自", "文")),
+    ("translation translated translator", "翻译 译者 编译",
+     ("translation", "translations", "translated", "translator", "translators", "翻译", "译者", "编译",
+      "译")),
+    ("author written writer reporter", "作者 撰文 撰稿 记者",
+     ("by", "author", "authors", "text", "writer", "reporter", "reporters", "作者", "撰文", "撰稿",
+      "记者", "文")),
+    ("editor edited", "编辑 责编", ("editor", "editors", "edited by", "编辑", "责编", "责任编辑")),
+    ("photo photographer picture", "摄影 图片 照片", ("photo", "photos", "photo by", "photographer",
+     "摄影", "图", "图片", "照片")),
+)  # fmt: skip
+# What every credit line is, whatever it credits.
+_CREDIT_ANY = "byline credit credited 署名"
+_CREDIT_LABELS = "|".join(
+    sorted({re.escape(k) for *_, keys in _CREDITS for k in keys}, key=len, reverse=True)
+)
+# The label, then a slash or colon (a Chinese label may be followed by a space: 記者 王芳), then
+# the credited names: no question, no sentence ending.
+_CREDIT_RE = re.compile(
+    rf"^\s*(?:({_CREDIT_LABELS})\s*[/:：／|｜]|([{HAN}]{{1,4}})\s+(?=[{HAN}A-Za-z]))"
+    r"\s*([^?？.。!！\n]{1,80})$",
+    re.IGNORECASE,
+)
+
+
+def credit_words(text: str) -> str:
+    """The words, in both languages, of what a credit line credits ("" for any other text)."""
+    found = _CREDIT_RE.match(normalize(text))
+    if not found or len(text) > 100:
+        return ""
+    label = (found.group(1) or found.group(2)).lower()
+    words = " ".join(f"{en} {zh}" for en, zh, keys in _CREDITS if label in keys)
+    return f"{words} {_CREDIT_ANY}" if words else ""
+
+
 def lexical_tokens(text: str) -> list[str]:
     """Tokens for BM25: stemmed English words and Chinese character uni/bigrams.
 
     Chinese is normalized to Simplified first, so a Simplified query matches
-    Traditional text and vice versa.
+    Traditional text and vice versa. A credit line also gets its label's words in both
+    languages (:func:`credit_words`).
     """
     tokens: list[str] = []
+    text = f"{text} {credit_words(text)}" if len(text) <= 100 else text
     for match in _TOKEN_RE.finditer(normalize(text)):
         word = match.group()
         if is_cjk(word[0]):
