@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from bilingual_qa.chat import REFERENCE, SHORT, Turn, as_turns, condense, follow_up_cue, is_follow_up
@@ -166,6 +168,9 @@ def test_a_follow_up_quotes_the_sentence_about_whom_the_last_answer_named(settin
     )
     settings = settings.replace(answer_threshold=0.0)
     bot = Assistant(document=document, settings=settings, embedder=fake_embedder)
+    # One sentence an answer, so the quote is the best-weighed sentence.
+    model = bot._answerer.model
+    bot._answerer = bot._answerer.with_model(dataclasses.replace(model, second=1.01, elsewhere=1.01))
     history = [("Who led the team in sacks?", "Short led the team in sacks [P1].")]
     answer = bot.ask("How many fumbles did he force?", history=history)
     # Shown as understood (the last question and the follow-up), searched with the answer too.

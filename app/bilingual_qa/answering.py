@@ -397,14 +397,18 @@ class ExtractiveAnswerer:
         # Whole sentences: cutting long Chinese sentences to the clauses holding the question's
         # terms lost the answer more often than it shortened answers usefully (eval, all sets).
         spans = {id(q): (q.sentence.start, q.sentence.end) for q in quotes}
-        pieces = []
+        pieces: list[tuple[str, list[str]]] = []  # (paragraph id, its consecutive quotes)
         for q in ordered:
             start, end = spans[id(q)]
             text = q.paragraph.text[start:end]
             if lang.is_chinese(q.paragraph.language):
                 text = lang.to_script(text, language)
-            pieces.append(f"{text} [{q.paragraph.id}]")
-        quote = ("" if chinese_answer else " ").join(pieces)
+            if pieces and pieces[-1][0] == q.paragraph.id:
+                pieces[-1][1].append(text)  # one marker after a paragraph's sentences
+            else:
+                pieces.append((q.paragraph.id, [text]))
+        gap = "" if chinese_answer else " "
+        quote = gap.join(f"{gap.join(texts)} [{pid}]" for pid, texts in pieces)
         evidence_language = ordered[0].paragraph.language
         text = quote
         if lang.is_chinese(evidence_language) != chinese_answer:
