@@ -589,6 +589,8 @@ def test_an_answer_off_the_extractive_evidence_falls_back(bot, llm_server):
     # Other paragraphs are retrieved too, but the extractive evidence is P9: quote one of the others.
     def reply(msgs):
         ids = [i for i in re.findall(r"^\[(P\d+)\]", msgs[1]["content"], re.M) if i not in ("P9", "P10")]
+        # … one in the question's language, so that only the evidence is wrong.
+        ids = [i for i in ids if bot.document.paragraph(i).language == "en"]
         text = bot.document.paragraph(ids[0]).text
         return f"{text[:120]} [{ids[0]}]"
 
