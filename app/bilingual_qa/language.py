@@ -293,8 +293,10 @@ _CREDIT_RE = re.compile(
 
 def credit_words(text: str) -> str:
     """The words, in both languages, of what a credit line credits ("" for any other text)."""
+    if len(text) > 100:
+        return ""
     found = _CREDIT_RE.match(normalize(text))
-    if not found or len(text) > 100:
+    if not found:
         return ""
     label = (found.group(1) or found.group(2)).lower()
     words = " ".join(f"{en} {zh}" for en, zh, keys in _CREDITS if label in keys)
@@ -309,7 +311,7 @@ def lexical_tokens(text: str) -> list[str]:
     languages (:func:`credit_words`).
     """
     tokens: list[str] = []
-    text = f"{text} {credit_words(text)}" if len(text) <= 100 else text
+    text = f"{text} {credit_words(text)}"
     for match in _TOKEN_RE.finditer(normalize(text)):
         word = match.group()
         if is_cjk(word[0]):

@@ -46,8 +46,8 @@ LONG_PARAGRAPH = 3
 L2 = 1.0
 SECOND_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
 ELSEWHERE_GRID = SECOND_GRID[3:]
-# What citing a second paragraph costs: a sentence from another paragraph must raise "the quote
-# holds the answer" by this share of the answers it is added to.
+# What a second sentence costs when the ratio for other paragraphs is fitted: it must raise "the
+# quote holds the answer" by this share of the answers it is added to.
 SECOND_COST = 0.1
 
 
@@ -243,7 +243,12 @@ def _share(q: Question, s: np.ndarray, second: float, elsewhere: float) -> float
 
 
 def _elsewhere(questions: Sequence[Question], scores: Sequence[np.ndarray]) -> float:
-    """The ratio a sentence of another paragraph needs: answers found against second sources cited."""
+    """The ratio a sentence of another paragraph needs, fitted as the one shared ratio was.
+
+    That is, with one ratio for every second sentence: the one that best trades answers found
+    against second sentences quoted (SECOND_COST each). The same-paragraph ratio is fitted
+    after it, under the length bound (:func:`_second`).
+    """
     answerable = [(q, s) for q, s in zip(questions, scores, strict=True) if q.answerable and len(s)]
 
     def value(ratio: float) -> float:
