@@ -321,13 +321,7 @@ class ExtractiveAnswerer:
             span = c.twin
             in_wanted = lang.is_chinese(paragraph.language) == wanted_chinese
             alternative = None if in_wanted or span is None else self._alternative(weighing, probabilities, i)
-            # Asked what the other version says: its corresponding sentences, however loosely they match.
-            asked = weighing.version is not None
-            if (
-                not in_wanted
-                and span is not None
-                and (asked or self._translates(c.position, c.sentence, span))
-            ):
+            if not in_wanted and self._in_version(weighing, i, wanted_chinese):
                 twin = evidence.paragraph(span.position)
                 start, end = twin.sentences[span.first].start, twin.sentences[span.last].end
                 quote = _Quote(twin, Sentence(twin.text[start:end], start, end), score, c.rank,
@@ -367,7 +361,11 @@ class ExtractiveAnswerer:
         return best if probabilities[best] >= self.model.second * probabilities[chosen] else None
 
     def _in_version(self, weighing: Weighing, i: int, wanted_chinese: bool) -> bool:
-        """Whether candidate ``i`` can be quoted in the wanted version: it is in it, or translated there."""
+        """Whether candidate ``i`` can be quoted in the wanted version: it is in it, or translated there.
+
+        Asked what the other version says, its corresponding sentences count however loosely
+        they match.
+        """
         c = weighing.candidates[i]
         if lang.is_chinese(self.evidence.paragraph(c.position).language) == wanted_chinese:
             return True
