@@ -37,6 +37,9 @@ class Metric:
     # Defined only when something happened (a precision over the times a thing was said):
     # its absence from a run is not a regression.
     conditional: bool = False
+    # How far one case can move a cell's mean of n cases: scale / n (chrF runs 0-100); None
+    # for a median, which one case moves by any amount.
+    scale: float | None = 1.0
 
 
 METRICS = (
@@ -52,9 +55,9 @@ METRICS = (
     Metric("script_match", "script", tolerance=0.02),
     Metric("refusal_acc", "refuse", tolerance=0.05),
     Metric("false_refusal", "f.refuse", higher_is_better=False, tolerance=0.05),
-    Metric("chrf", "chrF", tolerance=2.0),
+    Metric("chrf", "chrF", tolerance=2.0, scale=100.0),
     # Answer characters over the cited paragraph's, for paragraphs of 3+ sentences (median).
-    Metric("answer_length", "len", higher_is_better=False, tolerance=0.1),
+    Metric("answer_length", "len", higher_is_better=False, tolerance=0.1, scale=None),
     # How often "this is stated only in the other version" is said, and how often rightly.
     Metric("other_said", "o.said", tolerance=None),
     Metric("other_right", "o.right", tolerance=0.05, conditional=True),
