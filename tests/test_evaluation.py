@@ -383,7 +383,7 @@ def test_a_cell_may_move_by_one_case_but_not_by_two(tmp_path, report):
     n = counts[cell]
     assert 1 / n > data["tolerances"]["fact_recall"]  # a small cell: one case exceeds the tolerance
     value = report.engine.cells[cell]["fact_recall"]
-    data["cells"][cell]["fact_recall"] = value + 1 / n
+    data["cells"][cell]["fact_recall"] = round(value + 1 / n, 4) + 0.00005  # as rounded cells can be
     assert compare_to_baseline(report, data) == ()
     data["cells"][cell]["fact_recall"] = value + 2 / n
     (regression,) = compare_to_baseline(report, data)

@@ -16,6 +16,8 @@ from .reference import DEFAULT_BASELINE
 from .run import EvalReport
 
 BASELINE_FORMAT = 1
+# Cell means are kept to 4 decimals, so a baseline and a run differ by up to 1e-4 from rounding.
+_ROUNDING = 1e-4
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def compare_to_baseline(
                 continue
             metric = METRIC_BY_KEY[key]
             worse = base - value if metric.higher_is_better else value - base
-            if worse > max(tolerance, one_case(metric, n)) + 1e-9:
+            if worse > max(tolerance, one_case(metric, n)) + _ROUNDING:
                 found.append(Regression(key, cell, base, value, tolerance))
     return tuple(found)
 
