@@ -124,7 +124,7 @@ def one_case(metric: Metric, n: int) -> float:
     """How far one of a cell's ``n`` cases can move a mean metric (0 for a median or an empty cell).
 
     The gate lets a cell move by one case: the pipeline is deterministic on one machine, but
-    FAISS, OpenBLAS and numpy pick kernels by CPU (AVX-512 or not), so scores differ in their
+    FAISS, OpenBLAS and numpy dispatch kernels by CPU (AVX-512 or AVX2), so scores differ in their
     last bits between machines and flip a case that sat on a boundary. Two cases, or the
     tolerance on the larger cells and on ``all``, still fail.
     """
