@@ -212,6 +212,7 @@ def test_fast_engine_vectors_are_the_models_within_tolerance(fast_engine, real_e
         texts += ["RCEP 2023 😀", "。", " ".join(["corridor"] * 700)]  # a long one: windows
         assert engine.token_counts(texts) == real_embedder.token_counts(texts)
         assert engine.vector_scheme == real_embedder.vector_scheme  # one scheme, one vector cache
+        assert engine.dimension == real_embedder.dimension == engine.embed_passages(["x"]).shape[1]
         cos = (engine.embed_passages(texts) * real_embedder.embed_passages(texts)).sum(axis=1)
         assert cos.min() >= 0.99, float(cos.min())
         queries = (engine.embed_queries(texts[:5]) * real_embedder.embed_queries(texts[:5])).sum(axis=1)

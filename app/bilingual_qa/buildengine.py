@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 #: The converted model lives in ``settings.model_cache_dir / f"{DIRNAME}-<stamp hash>"``.
 DIRNAME = "ct2-int8"
 #: Bump when what :func:`prepare` writes changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_FILE, TOKENIZER_FILE, STAMP_FILE = "model.bin", "tokenizer.json", "stamp.json"
 #: Packages running the converted model needs, and making it.
 RUN_NEEDS = ("ctranslate2",)
@@ -174,7 +174,9 @@ def prepare(settings: Settings) -> Path:
             convert(source, out)
             shutil.copyfile(source / TOKENIZER_FILE, out / TOKENIZER_FILE)
             files = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
-            stamp = {"stamp": _stamp(), "files": files}
+            # CTranslate2's config does not say how wide the vectors are; the source's does.
+            config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+            stamp = {"stamp": _stamp(), "files": files, "dimension": int(config["hidden_size"])}
             (out / STAMP_FILE).write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
             if final.exists():
                 shutil.rmtree(final)
@@ -381,12 +383,15 @@ class FastEmbedder(_CachingEmbedder):
 
 
 def _dimension(folder: Path) -> int:
-    """The hidden size the materialized folder's config gives (384 for e5-small)."""
+    """How wide the model's vectors are, as :func:`prepare` recorded it.
+
+    Raises:
+        ModelError: the stamp does not say (a folder made by another version).
+    """
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return int(config.get("hidden_size") or config["d_model"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 384
+        return int(json.loads((folder / STAMP_FILE).read_text(encoding="utf-8"))["dimension"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"the fast build engine at {folder} does not record its width: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
