@@ -225,6 +225,33 @@ def test_fast_engine_vectors_are_the_models_within_tolerance(fast_engine, real_e
 
 
 @pytest.mark.integration
+def test_the_fast_engine_tokenizes_each_passage_once(fast_engine, real_embedder):
+    _, folder = fast_engine
+    engine = buildengine.FastEmbedder(folder, 2, real_embedder.model_id)
+    tokenized = []
+
+    class Counting:
+        def __init__(self, tokenizer):
+            self.tokenizer = tokenizer
+
+        def encode_batch(self, texts):
+            tokenized.extend(texts)
+            return self.tokenizer.encode_batch(texts)
+
+    try:
+        texts = [s.text for p in read_document().paragraphs for s in p.sentences][:40]
+        plain = engine.embed_passages(texts)
+        engine.close()
+        engine = buildengine.FastEmbedder(folder, 2, real_embedder.model_id)
+        engine._tokenizer = Counting(engine._tokenizer)
+        counted = engine.embed_passages(texts)
+        assert len(tokenized) == len(texts)  # counted once; the encoding reuses those ids
+        assert np.array_equal(counted, plain)
+    finally:
+        engine.close()
+
+
+@pytest.mark.integration
 def test_a_build_on_the_fast_engine_saves_and_loads_the_same_hits(fast_engine, tmp_path, monkeypatch):
     settings, _ = fast_engine
     used = []
