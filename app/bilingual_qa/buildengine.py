@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: The converted model lives in ``settings.model_cache_dir / f"{DIRNAME}-<stamp hash>"``.
 DIRNAME = "ct2-int8"
+#: Where earlier releases kept their build engine (a 4-bit ONNX graph): removed when this one is made.
+_OLD_DIRNAME = "onnx-q4"
 #: Bump when what :func:`prepare` writes changes.
 FORMAT_VERSION = 2
 MODEL_FILE, TOKENIZER_FILE, STAMP_FILE = "model.bin", "tokenizer.json", "stamp.json"
@@ -199,9 +201,6 @@ def prepare(settings: Settings) -> Path:
         with contextlib.suppress(OSError):
             (root / f"{_OLD_DIRNAME}.log").unlink()
     return final
-
-
-_OLD_DIRNAME = "onnx-q4"
 
 
 def convert(model_folder: Path, out: Path) -> None:
