@@ -614,13 +614,9 @@ def _artifact(
     return final
 
 
-def _export_onnx(folder: Path, out: Path) -> None:
-    """:func:`export_onnx` into ``out/model.onnx``."""
-    export_onnx(folder, out / "model.onnx")
-
-
-def export_onnx(model_folder: Path, out: Path) -> None:
-    """``torch.onnx.export`` of the folder's BertModel: ids and mask in, last hidden states out."""
+def export_onnx(model_folder: Path, folder: Path) -> None:
+    """``torch.onnx.export`` of the BertModel into ``folder/model.onnx``: ids and mask in, last states out."""
+    out = folder / "model.onnx"
     _quiet_libraries()
     import torch
     from transformers import AutoModel
@@ -741,7 +737,7 @@ def onnx_model(settings: Settings, kind: str = "fp32") -> Path:
 
     ``kind``: "fp32", "int8" (dynamic int8 weights) or "q4" (4-bit ``MatMulNBits``).
     """
-    fp32 = _artifact(settings, "onnx-fp32", ("torch", "transformers", "onnx"), _export_onnx)
+    fp32 = _artifact(settings, "onnx-fp32", ("torch", "transformers", "onnx"), export_onnx)
     if kind == "fp32":
         return fp32 / "model.onnx"
     tools = ("torch", "transformers", "onnx", "onnxruntime")

@@ -108,12 +108,12 @@ def compare_to_baseline(
             tolerance = tolerances.get(key)
             if base is None or tolerance is None or key not in METRIC_BY_KEY:
                 continue
+            metric = METRIC_BY_KEY[key]
             value = current.get(key)
             if value is None:
-                if not METRIC_BY_KEY[key].conditional:
+                if not metric.conditional:
                     found.append(Regression(key, cell, base, None, tolerance))
                 continue
-            metric = METRIC_BY_KEY[key]
             worse = base - value if metric.higher_is_better else value - base
             if worse > max(tolerance, one_case(metric, n)) + _ROUNDING:
                 found.append(Regression(key, cell, base, value, tolerance))
