@@ -56,6 +56,7 @@ WIDE = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f"
 # A text whose letters are at least this share Han is Chinese, however many Latin codes it has.
 CHINESE_SHARE = 0.3
 _HAN_MATCH = re.compile(f"[{HAN}]").match
+_HAN_ALL = re.compile(f"[{HAN}]").findall
 _TOKEN_RE = re.compile(f"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|[{HAN}]+")
 _LATIN_ANCHOR_RE = re.compile(r"\b(?:\d[\d,.]*\d|\d|[A-Z][A-Z0-9]{1,}|[A-Z][a-z]+[A-Z]\w*)\b")
 _CJK_NUMBER_RE = re.compile(r"\d+")
@@ -68,10 +69,11 @@ def is_cjk(ch: str) -> bool:
 
 def cjk_ratio(text: str) -> float:
     """Share of CJK ideographs among the letters of ``text`` (0 when it has none)."""
-    letters = [ch for ch in text if ch.isalpha()]
+    # Counted in C (map, findall): parsing a 236 KB upload spent 0.35 s here a character at a time.
+    letters = sum(map(str.isalpha, text))
     if not letters:
         return 0.0
-    return sum(1 for ch in letters if is_cjk(ch)) / len(letters)
+    return sum(map(str.isalpha, _HAN_ALL(text))) / letters
 
 
 @lru_cache(maxsize=4)
@@ -109,7 +111,7 @@ def chinese_script(text: str, default: str = HANT) -> str:
     Counts the characters OpenCC changes in each direction; text using only
     characters shared by both scripts gets ``default``.
     """
-    han = "".join(ch for ch in text if is_cjk(ch))
+    han = "".join(_HAN_ALL(text))
     if not han:
         return default
     traditional_only = sum(a != b for a, b in zip(han, convert(han, "t2s"), strict=False))
