@@ -37,6 +37,13 @@ def test_plan_takes_the_fast_engine_once_a_build_pays_for_it_and_never_goes_back
     assert threshold[False] > threshold[True]
 
 
+def test_break_even_is_where_the_plan_leaves_the_model():
+    for ready in (True, False):
+        edge = buildengine.break_even(ready)
+        assert buildengine.plan(edge, ready=ready) == "model"
+        assert buildengine.plan(edge + 1, ready=ready) == ("fast" if ready else "prepare")
+
+
 def test_build_engine_setting_is_checked():
     assert Settings.from_env({}).build_engine == "auto"
     assert Settings.from_env({"BILINGUAL_QA_BUILD_ENGINE": "model"}).build_engine == "model"
@@ -119,6 +126,29 @@ def test_a_huge_build_makes_the_fast_engine_first_a_modest_one_does_not(stubbed,
     with embedder.passage_engine(huge) as engine:
         assert isinstance(engine, _StubFast)
     assert stubbed["prepared"] == 1
+
+
+def test_a_build_counts_tokens_only_as_far_as_the_plan_needs(stubbed, tmp_path):
+    stubbed["ready"] = tmp_path
+    embedder = _nano(tmp_path)
+    counted = []
+    count = embedder.token_counts
+
+    def spy(texts, is_query=False):
+        counted.extend(texts)
+        return count(texts, is_query)
+
+    embedder.token_counts = spy
+    huge = [f"Paragraph {i} says something about the corridor and its trade." for i in range(5000)]
+    with embedder.passage_engine(huge) as engine:
+        assert isinstance(engine, _StubFast)
+    assert len(counted) < len(huge) // 10  # stopped once past the break-even
+    assert sum(count(counted)) > buildengine.break_even(True)
+    counted.clear()
+    small = huge[:40]
+    with embedder.passage_engine(small) as engine:
+        assert engine is embedder
+    assert counted == small  # below the break-even every text is counted
 
 
 def test_build_engine_model_never_touches_the_fast_engine(stubbed, tmp_path):
@@ -222,6 +252,40 @@ def test_fast_engine_vectors_are_the_models_within_tolerance(fast_engine, real_e
         engine.close()
     with pytest.raises(ModelError, match="closed"):
         engine.embed_passages(["closed"])
+
+
+@pytest.mark.integration
+def test_the_workers_share_each_batch_under_one_turn_and_agree_with_one_worker(fast_engine, real_embedder):
+    import threading
+
+    _, folder = fast_engine
+    texts = [s.text for p in read_document().paragraphs for s in p.sentences]
+    single = buildengine.FastEmbedder(folder, 1, real_embedder.model_id)
+    try:
+        assert single.workers == 1
+        alone = single.embed_passages(texts)
+    finally:
+        single.close()
+    engine = buildengine.FastEmbedder(folder, 2, real_embedder.model_id)
+    calls = []
+    forward = engine._encoder.forward_batch
+
+    def spy(ids):
+        calls.append((threading.current_thread().name, sum(map(len, ids)), engine.model_turns.busy))
+        return forward(ids)
+
+    engine._encoder = type("Spy", (), {"forward_batch": staticmethod(spy)})()
+    try:
+        assert engine.workers == 2
+        shared = engine.embed_passages(texts)
+    finally:
+        engine.close()
+    assert {name.split("_")[0] for name, _, _ in calls} == {"bqa-fast"}  # the workers ran them
+    assert len({name for name, _, _ in calls}) == 2
+    assert all(tokens <= buildengine.BATCH_TOKENS for _, tokens, _ in calls)  # a batch each
+    assert all(busy for _, _, busy in calls)  # under the batch's turn on the model
+    cos = (shared * alone).sum(axis=1)
+    assert cos.min() >= 0.999, float(cos.min())
 
 
 @pytest.mark.integration

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -90,11 +91,20 @@ def plan(tokens: int, ready: bool, build_engine: str = "auto") -> str:
         return "model"
     if build_engine == "fast":
         return "fast" if ready else "prepare"
-    alone = tokens / MODEL_TOKENS_PER_S
-    faster = LOAD_SECONDS + tokens / (MODEL_TOKENS_PER_S * SPEEDUP) + MIN_SAVING_SECONDS
-    if ready:
-        return "fast" if faster < alone else "model"
-    return "prepare" if faster + PREPARE_SECONDS < alone else "model"
+    if tokens <= break_even(ready):
+        return "model"
+    return "fast" if ready else "prepare"
+
+
+def break_even(ready: bool) -> int:
+    """The most tokens a build may have and still stay on the model under "auto".
+
+    The fast engine is taken when LOAD + t / (rate * SPEEDUP) + MIN_SAVING (+ PREPARE when it
+    is not made) < t / rate, that is above this many tokens: a build's texts need counting only
+    until the sum passes it.
+    """
+    fixed = LOAD_SECONDS + MIN_SAVING_SECONDS + (0.0 if ready else PREPARE_SECONDS)
+    return int(fixed * MODEL_TOKENS_PER_S * SPEEDUP / (SPEEDUP - 1.0))
 
 
 def missing_packages(needs: Sequence[str] = RUN_NEEDS) -> list[str]:
@@ -309,12 +319,15 @@ def _last_error(settings: Settings) -> str:
 
 
 def encoder(folder: Path, threads: int):  # -> ctranslate2.Encoder
-    """A CTranslate2 CPU encoder over ``folder`` with ``threads`` threads, int8 compute."""
+    """A CTranslate2 CPU encoder over ``folder``, int8 compute, ``threads`` one-thread workers."""
     import ctranslate2
 
-    # Deliberate thread counts: oversubscribing 2 cores is many times slower.
+    # Deliberate thread counts: oversubscribing 2 cores is many times slower. Workers of one
+    # thread each, every one on its own batch: e5-small's matrices (384 wide) are too small for
+    # two cores to share one batch well (2 workers encoded 7,800-8,800 tokens/s where one
+    # 2-thread worker did 5,900-7,600, interleaved runs on this machine).
     return ctranslate2.Encoder(
-        str(folder), device="cpu", compute_type="int8", intra_threads=threads, inter_threads=1
+        str(folder), device="cpu", compute_type="int8", intra_threads=1, inter_threads=max(1, threads)
     )
 
 
@@ -323,7 +336,7 @@ class FastEmbedder(_CachingEmbedder):
 
     Args:
         model_folder: a folder :func:`prepare` made.
-        threads: CTranslate2's intra-op threads.
+        threads: CTranslate2 workers (one thread each; a batch is split between them).
         model_id: the id of the weights (the query engine's), for indexes and the vector cache.
 
     Raises:
@@ -354,6 +367,10 @@ class FastEmbedder(_CachingEmbedder):
         self.model_id = model_id
         self.dimension = _dimension(model_folder)
         self._ids: dict[tuple[bool, str], list[int]] = {}
+        # Each worker takes a batch of BATCH_TOKENS; a round of them holds the model's turn, so a
+        # question waits for at most one round (~0.13 s here).
+        self.workers = max(1, threads)
+        self._pool = ThreadPoolExecutor(self.workers, "bqa-fast") if self.workers > 1 else None
 
     def token_counts(self, texts: Sequence[str], is_query: bool = False) -> list[int]:
         """Tokens the model reads for each text (prefix and specials included)."""
@@ -383,8 +400,17 @@ class FastEmbedder(_CachingEmbedder):
         means = (states * mask[:, :, None]).sum(axis=1) / lengths[:, None]
         return (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
+    def _forward_round(self, batches: list[list[str]], is_query: bool) -> list[np.ndarray]:
+        """The round's batches side by side, one per worker (CTranslate2 lets go of the GIL)."""
+        if self._pool is None or len(batches) == 1:
+            return super()._forward_round(batches, is_query)
+        return list(self._pool.map(lambda texts: self._forward(texts, is_query), batches))
+
     def close(self) -> None:
         """Free the model and tokenizer now, and hand the memory back to the system."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._encoder = None
         self._tokenizer = None
         self._ids = {}

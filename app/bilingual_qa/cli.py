@@ -306,7 +306,7 @@ def _prepare_build_engine(settings) -> None:
         return
     # A child at low priority: the page answers meanwhile; it ends with this process.
     buildengine.prepare_in_child(settings, background=True)
-    _say("making the fast build engine for uploads in the background (once, about a minute)…")
+    _say("making the fast build engine for uploads in the background (once, ~15–30 s)…")
 
 
 def _say(line: str) -> None:
