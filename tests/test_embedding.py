@@ -165,6 +165,72 @@ def test_a_query_goes_before_the_rest_of_a_build(recording_embedder):
     assert kinds.index(True) == 1  # right after the batch in progress, not after the build
 
 
+def _holders(turns, entries):
+    """Start one thread per (query, width) entry; each holds a turn until released. Returns
+    (entered events, release events, threads)."""
+    import threading
+
+    entered = [threading.Event() for _ in entries]
+    release = [threading.Event() for _ in entries]
+
+    def hold(i, query, width):
+        with turns.turn(query, width):
+            entered[i].set()
+            assert release[i].wait(10)
+
+    threads = [threading.Thread(target=hold, args=(i, q, w)) for i, (q, w) in enumerate(entries)]
+    return entered, release, threads
+
+
+def test_workers_share_a_turn_up_to_their_width_and_a_query_waits_for_them_all():
+    from bilingual_qa.embedding import ModelTurns
+
+    turns = ModelTurns()
+    entered, release, threads = _holders(turns, [(False, 2), (False, 2), (False, 2), (True, 1)])
+    for t in threads[:2]:
+        t.start()
+    assert entered[0].wait(10) and entered[1].wait(10)  # two workers side by side
+    threads[2].start()
+    assert not entered[2].wait(0.2)  # a third batch waits for a worker's turn to end
+    threads[3].start()
+    release[0].set()  # one batch ends: the waiting query goes before the waiting batch
+    assert not entered[3].wait(0.2)  # ... but only once the model is free: it runs alone
+    assert not entered[2].is_set()
+    release[1].set()
+    assert entered[3].wait(10) and not entered[2].is_set()
+    release[3].set()
+    assert entered[2].wait(10)
+    release[2].set()
+    for t in threads:
+        t.join(10)
+    assert not turns.busy and turns.turns == 4
+
+
+def test_a_batch_that_runs_alone_is_not_starved_by_workers_sharing_turns():
+    from bilingual_qa.embedding import ModelTurns
+
+    turns = ModelTurns()
+    entered, release, threads = _holders(turns, [(False, 2), (False, 1), (False, 2)])
+    threads[0].start()
+    assert entered[0].wait(10)
+    threads[1].start()  # another build's batch on a one-worker engine
+    import time
+
+    deadline = time.monotonic() + 10
+    while not turns._alone_waiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert turns._alone_waiting == 1
+    threads[2].start()
+    assert not entered[2].wait(0.2)  # the worker does not join while the other build waits
+    release[0].set()
+    assert entered[1].wait(10) and not entered[2].is_set()  # it runs alone
+    release[1].set()
+    assert entered[2].wait(10)
+    release[2].set()
+    for t in threads:
+        t.join(10)
+
+
 def test_clip_keeps_the_end_within_the_budget(recording_embedder):
     text = " ".join(f"w{i}" for i in range(300)) + " what about Cambodia"
     clipped = recording_embedder.clip(text, 40)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -68,38 +68,57 @@ class ModelTurns:
 
     A build encodes thousands of passages: holding the model for all of them stalled every
     question for the whole build. Taking turns per batch, with queries first, keeps a
-    question's wait to at most the batch being encoded when it arrived.
+    question's wait to at most the batches being encoded when it arrived. An engine with
+    several one-thread workers shares its turn between up to that many of its batches; a
+    query always has the model to itself.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._busy = False
+        self._running = 0
+        self._width = 1  # how many batches the holders may run side by side
         self._queries_waiting = 0
+        self._alone_waiting = 0  # passage batches of width 1 waiting: shared turns let them in first
         self.turns = 0  # batches run, for tests and the bench
 
     @contextmanager
-    def turn(self, query: bool) -> Iterator[None]:
-        """Hold the model for one batch."""
+    def turn(self, query: bool, width: int = 1) -> Iterator[None]:
+        """Hold the model for one batch, beside at most ``width - 1`` others of the same width."""
+        alone = not query and width == 1
         with self._cond:
             self._queries_waiting += query
+            self._alone_waiting += alone
             try:
-                while self._busy or (not query and self._queries_waiting):
+                while not self._may_enter(query, width):
                     self._cond.wait()
             finally:
                 self._queries_waiting -= query
-            self._busy = True
+                self._alone_waiting -= alone
+            if not self._running:
+                self._width = 1 if query else width
+            self._running += 1
             self.turns += 1
         try:
             yield
         finally:
             with self._cond:
-                self._busy = False
+                self._running -= 1
                 self._cond.notify_all()
+
+    def _may_enter(self, query: bool, width: int) -> bool:
+        if query:
+            return not self._running
+        if self._queries_waiting:
+            return False
+        if not self._running:
+            return True
+        # Joining the batches running now: the same engine's workers, and none waiting to run alone.
+        return width == self._width and self._running < width and not self._alone_waiting
 
     @property
     def busy(self) -> bool:
         """Whether a batch is being encoded now."""
-        return self._busy
+        return self._running > 0
 
 
 class _CachingEmbedder:
@@ -114,7 +133,7 @@ class _CachingEmbedder:
     batch_tokens: int = BATCH_TOKENS
     max_windows: int = MAX_WINDOWS
     max_batch: int = 32
-    #: Batches run side by side in one turn on the model (an engine with that many workers).
+    #: Batches run side by side, each in its turn on the model (an engine with that many workers).
     workers: int = 1
     #: Tokens in each window of a text longer than :attr:`window_tokens`; None: :attr:`batch_tokens`.
     #: Part of the vector scheme, so an engine with a larger batch budget sets it to keep the scheme.
@@ -137,9 +156,9 @@ class _CachingEmbedder:
     def _forward(self, texts: list[str], is_query: bool) -> np.ndarray:
         raise NotImplementedError
 
-    def _forward_round(self, batches: list[list[str]], is_query: bool) -> list[np.ndarray]:
-        """Vectors of up to :attr:`workers` batches, one after another (an engine may run them together)."""
-        return [self._forward(texts, is_query) for texts in batches]
+    def _map(self, run: Callable[[list[int]], np.ndarray], batches: list[list[int]]) -> Iterable[np.ndarray]:
+        """``run`` over the batches, one after another (an engine with workers runs them side by side)."""
+        return map(run, batches)
 
     def token_counts(self, texts: Sequence[str], is_query: bool = False) -> list[int]:
         """How many tokens the model would read for each text (prefix and specials included)."""
@@ -162,13 +181,13 @@ class _CachingEmbedder:
         order = sorted(range(len(pieces)), key=sizes.__getitem__)
         bounds = _batches([sizes[i] for i in order], self.batch_tokens, self.max_batch)
         batches = [order[lo:hi] for lo, hi in bounds]
-        # An engine with several workers runs that many batches side by side in one turn.
-        for start in range(0, len(batches), self.workers):
-            rounds = batches[start : start + self.workers]
-            with self.model_turns.turn(is_query):
-                encoded = self._forward_round([[pieces[i] for i in rows] for rows in rounds], is_query)
-            for rows, batch_vectors in zip(rounds, encoded, strict=True):
-                vectors[rows] = batch_vectors
+
+        def run(rows: list[int]) -> np.ndarray:
+            with self.model_turns.turn(is_query, self.workers):
+                return self._forward([pieces[i] for i in rows], is_query)
+
+        for rows, batch_vectors in zip(batches, self._map(run, batches), strict=True):
+            vectors[rows] = batch_vectors
         if len(pieces) == len(texts):
             return vectors
         pooled = np.zeros((len(texts), self.dimension), dtype=np.float32)
