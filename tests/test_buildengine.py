@@ -255,7 +255,7 @@ def test_fast_engine_vectors_are_the_models_within_tolerance(fast_engine, real_e
 
 
 @pytest.mark.integration
-def test_the_workers_share_each_batch_under_one_turn_and_agree_with_one_worker(fast_engine, real_embedder):
+def test_the_workers_encode_batches_side_by_side_and_agree_with_one_worker(fast_engine, real_embedder):
     import threading
 
     _, folder = fast_engine

@@ -182,6 +182,16 @@ def _holders(turns, entries):
     return entered, release, threads
 
 
+def _until(condition):
+    """Wait (at most 10 s) until ``condition()`` holds; whether it did."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
 def test_workers_share_a_turn_up_to_their_width_and_a_query_waits_for_them_all():
     from bilingual_qa.embedding import ModelTurns
 
@@ -193,6 +203,7 @@ def test_workers_share_a_turn_up_to_their_width_and_a_query_waits_for_them_all()
     threads[2].start()
     assert not entered[2].wait(0.2)  # a third batch waits for a worker's turn to end
     threads[3].start()
+    assert _until(lambda: turns._queries_waiting == 1)
     release[0].set()  # one batch ends: the waiting query goes before the waiting batch
     assert not entered[3].wait(0.2)  # ... but only once the model is free: it runs alone
     assert not entered[2].is_set()
@@ -214,12 +225,7 @@ def test_a_batch_that_runs_alone_is_not_starved_by_workers_sharing_turns():
     threads[0].start()
     assert entered[0].wait(10)
     threads[1].start()  # another build's batch on a one-worker engine
-    import time
-
-    deadline = time.monotonic() + 10
-    while not turns._alone_waiting and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert turns._alone_waiting == 1
+    assert _until(lambda: turns._alone_waiting == 1)
     threads[2].start()
     assert not entered[2].wait(0.2)  # the worker does not join while the other build waits
     release[0].set()

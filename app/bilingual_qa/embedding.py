@@ -110,10 +110,12 @@ class ModelTurns:
             return not self._running
         if self._queries_waiting:
             return False
+        if width > 1 and self._alone_waiting:
+            return False  # shared turns let a batch that runs alone in first, or it could wait forever
         if not self._running:
             return True
-        # Joining the batches running now: the same engine's workers, and none waiting to run alone.
-        return width == self._width and self._running < width and not self._alone_waiting
+        # Joining the batches running now: the same engine's other workers.
+        return width == self._width and self._running < width
 
     @property
     def busy(self) -> bool:
