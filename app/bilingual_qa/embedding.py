@@ -106,6 +106,7 @@ class ModelTurns:
                 self._cond.notify_all()
 
     def _may_enter(self, query: bool, width: int) -> bool:
+        """Whether a batch of this kind may take a turn now (called holding the lock)."""
         if query:
             return not self._running
         if self._queries_waiting:
