@@ -200,3 +200,57 @@ def test_a_question_is_embedded_in_the_documents_script_and_answered_in_its_own(
     if lang.is_chinese(answer.language) and answer.answered:
         assert lang.chinese_script(answer.text, answer.language) == answer.language
     assert answer.language == lang.question_language(question)
+
+
+# --- a progressive build: answering from the paragraphs, then finishing -------------------------
+
+
+def test_a_progressive_assistant_answers_from_its_paragraphs_then_finishes_and_saves(
+    settings, fake_embedder, monkeypatch
+):
+    from bilingual_qa import assistant as assistant_module
+
+    monkeypatch.setattr(assistant_module, "FILL_UNITS", 1)  # so that some sentences stay pending
+    encoded: list[str] = []
+    original = fake_embedder.embed_passages
+    fake_embedder.embed_passages = lambda texts: encoded.extend(texts) or original(texts)
+    bot = Assistant(settings=settings, embedder=fake_embedder, progressive=True)
+    assert bot.index_pending and bot.index.path is None
+    assert set(encoded) == {p.text for p in bot.paragraphs}
+
+    answer = bot.ask("Which cities in Thailand are Chongqing's sister cities?")
+    cited = {c.paragraph_id for c in answer.citations}
+    assert answer.answered and cited and set(re.findall(r"\[(P\d+)\]", answer.text)) <= cited
+    index = bot.index
+    position = {p.id: i for i, p in enumerate(bot.paragraphs)}
+    for pid in cited:  # the quoted paragraphs' sentences were encoded for the question
+        rows = index.sentence_range(position[pid])
+        assert not index.pending[rows.start : rows.stop].any()
+    assert index.pending.any(), "the other units' sentences wait for finish_index"
+
+    done = bot.finish_index()
+    assert not bot.index_pending and done.pending is None and done.path is not None and done.path.exists()
+    assert bot.finish_index() is done
+    whole = Assistant(settings=settings, embedder=fake_embedder)  # loads what the build saved
+    assert whole.index.path == done.path
+    question = "重慶的國際友城有哪些？"
+    assert bot.ask(question).text == whole.ask(question).text
+
+
+def test_closing_an_unfinished_progressive_assistant_lets_the_next_build_run(settings, fake_embedder):
+    from bilingual_qa.errors import IndexStoreError
+
+    bot = Assistant(settings=settings, embedder=fake_embedder, progressive=True)
+    bot.close()
+    with pytest.raises(IndexStoreError, match="stopped"):
+        bot.finish_index()
+    import fcntl
+
+    from bilingual_qa.index import index_folder
+
+    folder = index_folder(settings, bot.document, fake_embedder.model_id)
+    with open(folder.parent / f".{folder.name}.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the build still held it
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    again = Assistant(settings=settings, embedder=fake_embedder)
+    assert again.index.pending is None and again.index.path is not None

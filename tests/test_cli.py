@@ -99,6 +99,8 @@ def test_ask_json_is_the_answer_with_readable_chinese(tmp_path):
     assert answer["language"] == "zh-Hans" and answer["answered"] is True
     assert "\\u" not in out.stdout
     assert {"text", "citations", "language", "answered"} <= set(answer)
+    # Answered during a progressive build, which the process then finished and saved.
+    assert len(list((tmp_path / "index").glob("*/manifest.json"))) == 1
 
 
 @pytest.mark.integration

@@ -362,3 +362,125 @@ def test_layout_pairs_become_twins_and_a_disagreement_is_kept_with_the_index(
     loaded = load_index(save_index(index, tmp_path / "saved").path, laid_out, index.model_id)
     assert loaded.layout_disagreements == index.layout_disagreements
     assert loaded.document.paragraph(english.id).twin_id == stranger.id
+
+
+# --- progressive builds: paragraphs first, sentences on demand and after ------------------------
+
+
+def _spying(embedder):
+    """The embedder with every passage it encodes recorded, in order."""
+    encoded: list[str] = []
+    original = embedder.embed_passages
+
+    def spy(texts):
+        encoded.extend(texts)
+        return original(texts)
+
+    embedder.embed_passages = spy
+    return encoded
+
+
+def test_a_progressive_build_is_searchable_from_its_paragraphs_and_finishes_as_the_whole_build(fake_embedder):
+    from bilingual_qa.index import Build
+
+    doc = read_document()
+    whole = build_index(doc, fake_embedder)
+    encoded = _spying(fake_embedder)
+    build = Build(doc, fake_embedder)
+    paragraphs = {p.text for p in doc.paragraphs}
+    assert set(encoded) == paragraphs and len(encoded) == len(paragraphs)
+    partial = build.index
+    assert partial.document == whole.document  # the twins come from the paragraphs alone
+    np.testing.assert_array_equal(partial.paragraph_vectors, whole.paragraph_vectors)
+    assert _hits(partial, fake_embedder) == _hits(whole, fake_embedder)
+    # A sentence that is its whole paragraph is known already; the others wait, as zeros.
+    known = ~partial.pending
+    np.testing.assert_array_equal(partial.sentence_vectors[known], whole.sentence_vectors[known])
+    assert not partial.sentence_vectors[partial.pending].any()
+    with pytest.raises(ValueError, match="pending"):
+        save_index(partial, Path("/nonexistent"))
+
+    target = max(range(len(doc.paragraphs)), key=lambda i: len(doc.paragraphs[i].sentences))
+    encoded.clear()
+    filled = build.fill([target])
+    assert set(encoded) == {s.text for s in doc.paragraphs[target].sentences} - paragraphs
+    rows = filled.sentence_range(target)
+    assert not filled.pending[rows.start : rows.stop].any() and filled.pending.any()
+    np.testing.assert_array_equal(
+        filled.sentence_vectors[rows.start : rows.stop], whole.sentence_vectors[rows.start : rows.stop]
+    )
+    assert build.fill([target]) is filled and len(encoded) == len(set(encoded))  # nothing twice
+
+    done = build.finish()
+    assert done.pending is None and build.finish() is done
+    np.testing.assert_array_equal(done.sentence_vectors, whole.sentence_vectors)
+    distinct = paragraphs | {s.text for p in doc.paragraphs for s in p.sentences}
+    assert len(encoded) + len(paragraphs) == len(distinct)  # each distinct text encoded once in all
+
+
+def test_a_progressive_open_holds_the_builders_lock_until_it_has_saved(settings, fake_embedder):
+    import fcntl
+
+    from bilingual_qa.index import Build
+
+    doc = read_document()
+    progress = []
+    build = open_index(doc, fake_embedder, settings, progress.append, progressive=True)
+    assert isinstance(build, Build)
+    folder = index_folder(settings, doc, fake_embedder.model_id)
+    lock = folder.parent / f".{folder.name}.lock"
+
+    def lock_is_free() -> bool:
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return True
+
+    assert not folder.exists() and not lock_is_free()
+    done = build.finish()
+    assert done.path == folder and lock_is_free()
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    loaded = open_index(doc, fake_embedder, settings, progressive=True)  # a saved index loads whole
+    assert loaded.pending is None and loaded.path == folder
+    np.testing.assert_array_equal(loaded.sentence_vectors, done.sentence_vectors)
+
+
+def test_a_progressive_build_stopped_early_saves_nothing_and_its_vectors_are_kept(settings, fake_embedder):
+    doc = read_document()
+    build = open_index(doc, fake_embedder, settings, progressive=True)
+    target = next(i for i, p in enumerate(doc.paragraphs) if len(p.sentences) > 1)
+    build.fill([target])
+    build.close()
+    build.close()  # idempotent
+    with pytest.raises(IndexStoreError, match="stopped"):
+        build.finish()
+    folder = index_folder(settings, doc, fake_embedder.model_id)
+    assert not folder.exists()
+    encoded = _spying(fake_embedder)
+    again = open_index(doc, fake_embedder, settings)  # the lock was let go: this build runs
+    kept = {p.text for p in doc.paragraphs} | {s.text for s in doc.paragraphs[target].sentences}
+    assert encoded and not set(encoded) & kept
+    assert again.path == folder and again.pending is None
+
+
+def test_questions_fill_a_progressive_build_while_it_finishes_in_another_thread(fake_embedder):
+    import threading
+
+    from bilingual_qa.index import Build
+
+    doc = read_document()
+    whole = build_index(doc, fake_embedder)
+    build = Build(doc, fake_embedder, progress=lambda share: None)  # chunk by chunk
+    finished = []
+    worker = threading.Thread(target=lambda: finished.append(build.finish()))
+    worker.start()
+    for position in range(len(doc.paragraphs)):
+        index = build.fill([position])
+        rows = index.sentence_range(position)
+        assert index.pending is None or not index.pending[rows.start : rows.stop].any()
+    worker.join(20)
+    assert finished and finished[0].pending is None
+    np.testing.assert_array_equal(finished[0].sentence_vectors, whole.sentence_vectors)

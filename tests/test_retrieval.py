@@ -1,3 +1,5 @@
+import numpy as np
+
 from bilingual_qa.document import read_document
 from bilingual_qa.index import build_index
 from bilingual_qa.retrieval import Retriever
@@ -54,3 +56,25 @@ def test_a_credit_line_is_found_by_what_it_credits_in_either_language(fake_embed
     ]:
         scores = r.lexical_scores(question)
         assert ids[int(scores.argmax())] == line, question
+
+
+def test_a_sentence_not_encoded_yet_scores_as_its_paragraph(fake_embedder):
+    from bilingual_qa.index import Build
+
+    doc = read_document()
+    whole = Retriever(build_index(doc, fake_embedder))
+    build = Build(doc, fake_embedder)
+    partial = Retriever(build.index)
+    query = fake_embedder.embed_queries(["sister cities in Thailand"])[0]
+    pending = build.index.pending
+    scores = partial.sentence_scores(query)
+    paragraph = build.index.paragraph_vectors @ query
+    np.testing.assert_allclose(scores[pending], paragraph[build.index.sentence_paragraph[pending]], rtol=1e-6)
+    np.testing.assert_allclose(scores[~pending], whole.sentence_scores(query)[~pending], rtol=1e-6)
+    # A stand-in never lifts a unit: each unit's dense score is at most the finished index's.
+    units = len(doc.units)
+    finished = {h.members: h.dense for h in whole.search("Thailand", query, units).hits}
+    found = {h.members: h.dense for h in partial.search("Thailand", query, units).hits}
+    assert found.keys() == finished.keys()
+    assert all(found[m] <= finished[m] + 1e-6 for m in found)
+    assert any(found[m] < finished[m] - 1e-6 for m in found)  # and some are lower until filled

@@ -20,11 +20,16 @@ from .config import Settings
 from .document import Document, Paragraph
 from .embedding import Embedder, load_embedder
 from .errors import QuestionError
-from .index import Index, open_document
+from .index import Build, Index, open_document
 from .prompts import unserved_reply
 from .retrieval import Retriever
 
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
+#: A question asked while a progressive build still encodes sentences has the sentences of
+#: this many units it ranks first (by their paragraphs) encoded before it is searched. On the
+#: 1,231 development questions, the answer's text then matched the finished index's for
+#: 96.3% at 4 units, 97.2% at 8, 98.3% at 16 and 99.0% at 32 (answered or not: 99.9%).
+FILL_UNITS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,9 @@ class Assistant:
         embedder: an already loaded embedder to share (tests, several documents).
         progress: called with the share of passages encoded (0..1) when the document's index
             has to be built; the page shows it for uploads.
+        progressive: when the index has to be built, be ready once the paragraphs are encoded
+            (about half the work): a question then first has the sentences of the units it
+            ranks first encoded, and :meth:`finish_index` encodes the rest and saves the index.
 
     Raises:
         DocumentError: the document cannot be read.
@@ -62,6 +70,7 @@ class Assistant:
         settings: Settings | None = None,
         embedder: Embedder | None = None,
         progress: Callable[[float], None] | None = None,
+        progressive: bool = False,
     ) -> None:
         settings = settings or Settings.from_env()
         if document is not None:
@@ -75,7 +84,9 @@ class Assistant:
             return loaded[0]
 
         # The document is read and parsed before the model loads: a bad file fails fast.
-        self.index: Index = open_document(settings.document, settings, embedder or load, progress)
+        opened = open_document(settings.document, settings, embedder or load, progress, progressive)
+        self._build: Build | None = opened if isinstance(opened, Build) else None
+        self.index: Index = opened.index if isinstance(opened, Build) else opened
         self.embedder = load()
         self._retriever = Retriever(self.index)
         self._answerer = ExtractiveAnswerer(
@@ -337,7 +348,53 @@ class Assistant:
 
     def _search(self, query: _Query):
         """The one search a question gets: the top_k units and every sentence's score."""
+        self._fill(query.searched, query.vector)
         return self._retriever.search(query.searched, query.vector, self.settings.top_k)
+
+    def _fill(self, text: str, vector: np.ndarray, k: int = 0) -> None:
+        """While a progressive build runs: encode the sentences of the units a question ranks first."""
+        build = self._build
+        if build is None or self.index.pending is None:
+            return
+        hits = self._retriever.search(text, vector, max(k, FILL_UNITS)).hits
+        self._use(build.fill(m for hit in hits for m in hit.members))
+
+    def _use(self, index: Index) -> None:
+        self.index = index
+        self._retriever.index = index
+
+    @property
+    def index_pending(self) -> bool:
+        """Whether a progressive build still has sentences to encode (see :meth:`finish_index`)."""
+        return self._build is not None and self._build.finished is None
+
+    def finish_index(self) -> Index:
+        """Finish a progressive build: encode the sentences still pending and save the index.
+
+        Answers from then on come from the complete index. Without a running build, nothing
+        happens.
+
+        Returns:
+            The complete index.
+
+        Raises:
+            ModelError: the engine failed (the vector cache keeps what was encoded).
+            IndexStoreError: the build was stopped (:meth:`close`).
+        """
+        build = self._build
+        if build is not None:
+            self._use(build.finish())
+            self._build = None
+        return self.index
+
+    def close(self) -> None:
+        """Stop a progressive build that has not finished (its engine and lock are let go); idempotent.
+
+        What it encoded stays in the vector cache, so the next build of the document starts there.
+        """
+        build = self._build
+        if build is not None:
+            build.close()
 
     def _evidence(self, query: _Query):
         """What the extractive answerer weighs: (the question text, the retrieval).
@@ -389,7 +446,9 @@ class Assistant:
             ModelError: the question could not be embedded.
         """
         query = self._prepare(self.validate(question), history)
-        hits = self._retriever.search(query.searched, query.vector, max(1, k or self.settings.top_k)).hits
+        k = max(1, k or self.settings.top_k)
+        self._fill(query.searched, query.vector, k)
+        hits = self._retriever.search(query.searched, query.vector, k).hits
         paragraphs = self.index.document.paragraphs
         return tuple(Retrieved(tuple(paragraphs[m].id for m in h.members), h.score) for h in hits)
 

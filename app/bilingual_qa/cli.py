@@ -185,7 +185,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
 
 
-def _assistant(args: argparse.Namespace, document: str | None = None):
+def _assistant(args: argparse.Namespace, document: str | None = None, progressive: bool = False):
     from .assistant import Assistant
     from .config import Settings
 
@@ -209,7 +209,7 @@ def _assistant(args: argparse.Namespace, document: str | None = None):
     # A terminal sees an index being built; --json output and pipes stay quiet.
     progress = _Bar() if sys.stderr.isatty() and not getattr(args, "json", False) else None
     try:
-        return Assistant(settings=settings, progress=progress)
+        return Assistant(settings=settings, progress=progress, progressive=progressive)
     finally:
         if progress is not None:
             progress.close()
@@ -339,8 +339,15 @@ def _ask(args: argparse.Namespace) -> int:
         raise_usage = "give a question, or pipe questions one per line on stdin"
         print(f"bilingual-qa: error: {raise_usage}", file=sys.stderr)
         return 2
-    bot = _assistant(args)
-    questions = _stdin_lines() if from_stdin else iter([args.question])
+    # Answered once the paragraphs are encoded; the sentences are encoded after the first answer.
+    bot = _assistant(args, progressive=True)
+    try:
+        return _answer(args, bot, _stdin_lines() if from_stdin else iter([args.question]), from_stdin)
+    finally:
+        bot.close()  # a build left unfinished (an error, Ctrl-C) lets go of its lock
+
+
+def _answer(args: argparse.Namespace, bot, questions: Iterator[str | QuestionError], from_stdin: bool) -> int:
     status = 0
     for question in questions:
         if from_stdin and isinstance(question, str) and not question.strip():
@@ -362,6 +369,10 @@ def _ask(args: argparse.Namespace) -> int:
             print(_format(answer), flush=True)
             if from_stdin:
                 print(flush=True)
+        if bot.index_pending:
+            if sys.stderr.isatty():
+                print("bilingual-qa: finishing the index…", file=sys.stderr, flush=True)
+            bot.finish_index()
     return status
 
 

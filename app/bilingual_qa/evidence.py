@@ -148,7 +148,6 @@ class Evidence:
 
     def __init__(self, retriever: Retriever) -> None:
         self.retriever = retriever
-        self.index = retriever.index
         self.document = retriever.index.document
         self.paragraphs = self.document.paragraphs
         n = len(self.paragraphs)
@@ -164,6 +163,11 @@ class Evidence:
         self._sentence_tokens: dict[tuple[int, int], frozenset[str]] = {}
         self._twins: dict[tuple[int, int], TwinSpan | None] = {}
         self._lock = threading.Lock()
+
+    @property
+    def index(self):
+        """The retriever's index (a progressive build swaps in more sentence vectors as it goes)."""
+        return self.retriever.index
 
     def twin_position(self, position: int) -> int | None:
         """Position of a paragraph's twin, if it has one."""

@@ -17,14 +17,17 @@ temporary folder that is renamed into place.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +127,9 @@ class Index:
     # Side-by-side pairs of the file's layout (Document.layout_pairs) the alignment would have
     # made otherwise, one line each: the layout's pairs are kept, these say where to look.
     layout_disagreements: tuple[str, ...] = ()
+    # While a progressive build (:class:`Build`) runs: True for the sentence rows not encoded
+    # yet (their rows hold zeros; search scores them as their paragraph). None: all encoded.
+    pending: np.ndarray | None = None
 
     def sentence_range(self, paragraph_index: int) -> range:
         """Rows of ``sentence_vectors`` that belong to a paragraph."""
@@ -198,7 +204,22 @@ def build_index(
     encoded = _encode(embedder, list(distinct), progress, cache)
     vectors = encoded[[distinct[text] for text in passages]]
     paragraph_vectors = vectors[: len(texts)]
-    sentence_vectors = vectors[len(texts) :]
+    document, disagreements = _aligned(document, paragraph_vectors)
+    return Index(
+        document=document,
+        model_id=embedder.model_id,
+        paragraph_vectors=paragraph_vectors,
+        sentence_vectors=vectors[len(texts) :],
+        sentence_paragraph=np.array([i for i, _ in sentences], dtype=np.int32),
+        searcher=_build_store(vector_store, document, paragraph_vectors),
+        vector_store=vector_store,
+        build_seconds=time.perf_counter() - started,
+        layout_disagreements=disagreements,
+    )
+
+
+def _aligned(document: Document, paragraph_vectors: np.ndarray) -> tuple[Document, tuple[str, ...]]:
+    """The document with its twins (aligned, or the file's side-by-side layout), and the disagreements."""
     pairs = alignment.align(document.paragraphs, paragraph_vectors)
     disagreements: tuple[str, ...] = ()
     if document.layout_pairs:
@@ -210,18 +231,186 @@ def build_index(
             )  # fmt: skip
     else:
         twins = alignment.twins(pairs)
-    document = document.with_twins(twins)
-    return Index(
-        document=document,
-        model_id=embedder.model_id,
-        paragraph_vectors=paragraph_vectors,
-        sentence_vectors=sentence_vectors,
-        sentence_paragraph=np.array([i for i, _ in sentences], dtype=np.int32),
-        searcher=_build_store(vector_store, document, paragraph_vectors),
-        vector_store=vector_store,
-        build_seconds=time.perf_counter() - started,
-        layout_disagreements=disagreements,
-    )
+    return document.with_twins(twins), disagreements
+
+
+class Build:
+    """An index built in two steps: the paragraphs first, enough to search and answer, then the sentences.
+
+    The paragraphs are about half of a document's tokens. They give the vector store and the
+    twins, so :attr:`index` can be searched at once; its sentence rows stay ``pending`` until
+    :meth:`fill` encodes those of the paragraphs a question ranks first, or :meth:`finish`
+    encodes the rest and keeps the whole index (the same one :func:`build_index` makes). The
+    build holds its engine, and what it was given to hold (the builders' lock), until
+    :meth:`finish` or :meth:`close`. Safe to share between threads.
+
+    Args:
+        document: the parsed document.
+        embedder: encodes the passages (its ``passage_engine`` picks the engine for the whole build).
+        vector_store: "faiss" or a llama-index store name.
+        progress: told the share of the build's passages encoded, as :func:`build_index` does.
+        cache: passage vectors kept from earlier builds; what is encoded is added chunk by chunk.
+        keep: called with the finished index (to save it); its result is what :meth:`finish` returns.
+        hold: closed after the build (after ``keep``), whether it finished or not.
+
+    Raises:
+        ModelError: the embedder fails on the paragraphs.
+    """
+
+    def __init__(
+        self,
+        document: Document,
+        embedder: Embedder,
+        vector_store: str = "faiss",
+        progress: Progress | None = None,
+        cache: VectorCache | None = None,
+        keep: Callable[[Index], Index] | None = None,
+        hold: contextlib.ExitStack | None = None,
+    ) -> None:
+        self._started = time.perf_counter()
+        self._stack = contextlib.ExitStack()  # the engine
+        self._hold = hold or contextlib.ExitStack()  # let go after the index is kept
+        self._lock = threading.Lock()
+        self._closing = False
+        self._progress, self._cache, self._keep = progress, cache, keep
+        self.finished: Index | None = None
+        try:
+            texts = [p.text for p in document.paragraphs]
+            self._sentences = [s.text for p in document.paragraphs for s in p.sentences]
+            distinct = list(dict.fromkeys(texts + self._sentences))
+            self._vectors = cache.get(distinct, embedder.dimension) if cache is not None else {}
+            missing = [t for t in distinct if t not in self._vectors]
+            self._total, self._done = len(missing), 0
+            if missing:
+                log.info(
+                    "encoding %d of %d passages (%d cached)", len(missing), len(distinct), len(self._vectors)
+                )
+            start_progress = getattr(progress, "start", None)
+            if callable(start_progress):
+                start_progress(len(missing))
+            choose = getattr(embedder, "passage_engine", None)
+            # The engine is chosen for the whole build (what it will encode, not only the paragraphs).
+            self._engine = (
+                self._stack.enter_context(choose(missing)) if callable(choose) and missing else embedder
+            )
+            self._encode([t for t in dict.fromkeys(texts) if t not in self._vectors])
+            paragraph_vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
+            for row, text in enumerate(texts):
+                paragraph_vectors[row] = self._vectors[text]
+            document, disagreements = _aligned(document, paragraph_vectors)
+            self.index = self._with_known(
+                Index(
+                    document=document,
+                    model_id=embedder.model_id,
+                    paragraph_vectors=paragraph_vectors,
+                    sentence_vectors=np.zeros((len(self._sentences), embedder.dimension), dtype=np.float32),
+                    sentence_paragraph=np.array(
+                        [i for i, p in enumerate(document.paragraphs) for _ in p.sentences], dtype=np.int32
+                    ),
+                    searcher=_build_store(vector_store, document, paragraph_vectors),
+                    vector_store=vector_store,
+                    layout_disagreements=disagreements,
+                    pending=np.ones(len(self._sentences), dtype=bool),
+                )
+            )
+        except BaseException:
+            self._stack.close()
+            self._hold.close()
+            raise
+
+    def fill(self, positions: Iterable[int]) -> Index:
+        """The index with every sentence of these paragraphs encoded (the rest may still be pending).
+
+        Raises:
+            ModelError: the engine fails.
+        """
+        with self._lock:
+            index = self.finished if self.finished is not None else self.index
+            if index.pending is None:
+                return index
+            wanted = {self._sentences[r] for p in set(positions) for r in index.sentence_range(p)}
+            todo = [t for t in dict.fromkeys(self._sentences) if t in wanted and t not in self._vectors]
+            if todo:
+                self._check_open()
+                self._encode(todo)
+                self.index = self._with_known(index)
+            return self.index
+
+    def finish(self) -> Index:
+        """Encode the sentences still pending, keep the index and let go of the engine; idempotent.
+
+        Returns:
+            The complete index (as ``keep`` returned it).
+
+        Raises:
+            ModelError: the engine fails (the build is closed; the cache keeps what was encoded).
+            IndexStoreError: the build was closed before it finished.
+        """
+        try:
+            while True:
+                # Chunk by chunk, letting go between: a question's fill goes in between.
+                with self._lock:
+                    if self.finished is not None:
+                        return self.finished
+                    self._check_open()
+                    todo = [t for t in dict.fromkeys(self._sentences) if t not in self._vectors]
+                    if todo:
+                        self._encode(todo[: getattr(self._engine, "progress_chunk", PROGRESS_CHUNK)])
+                        continue
+                    index = dataclasses.replace(
+                        self._with_known(self.index), build_seconds=time.perf_counter() - self._started
+                    )
+                    if self._progress is not None and not self._total:
+                        self._progress(1.0)
+                    self._stack.close()  # the engine's memory goes back before the index is saved
+                    kept = self._keep(index) if self._keep is not None else index
+                    self._hold.close()
+                    self.finished = self.index = kept
+                    return kept
+        finally:
+            if self.finished is None:
+                self.close()
+
+    def close(self) -> None:
+        """Stop the build, unfinished or not: the engine and what it holds are let go; idempotent."""
+        self._closing = True
+        with self._lock:  # after the chunk being encoded, if any
+            self._stack.close()
+            self._hold.close()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise IndexStoreError("the index build was stopped before it finished")
+
+    def _encode(self, texts: list[str]) -> None:
+        """Encode ``texts`` (chunk by chunk with progress), into the vectors and the cache."""
+        step = (
+            len(texts) if self._progress is None else getattr(self._engine, "progress_chunk", PROGRESS_CHUNK)
+        )
+        for start in range(0, len(texts), max(1, step)):
+            chunk = texts[start : start + step]
+            vectors = self._engine.embed_passages(chunk)
+            self._vectors.update(zip(chunk, vectors, strict=True))
+            if self._cache is not None:  # a build killed halfway keeps what it encoded
+                self._cache.put(chunk, vectors)
+            self._done += len(chunk)
+            if self._progress is not None:
+                self._progress(min(1.0, self._done / max(1, self._total)))
+
+    def _with_known(self, index: Index) -> Index:
+        """``index`` with the pending sentence rows whose vectors are now known filled in."""
+        if index.pending is None:
+            return index
+        rows = [r for r in np.flatnonzero(index.pending) if self._sentences[r] in self._vectors]
+        if not rows:
+            return index
+        vectors = index.sentence_vectors.copy()
+        vectors[rows] = np.stack([self._vectors[self._sentences[r]] for r in rows])
+        pending = index.pending.copy()
+        pending[rows] = False
+        return dataclasses.replace(
+            index, sentence_vectors=vectors, pending=pending if pending.any() else None
+        )
 
 
 def _encode(
@@ -370,7 +559,8 @@ def open_document(
     settings: Settings,
     embedder: Embedder | Callable[[], Embedder],
     progress: Progress | None = None,
-) -> Index:
+    progressive: bool = False,
+) -> Index | Build:
     """The one way a document file becomes a searchable :class:`Index`.
 
     Read the bytes → hash them → look for this document's index → parse (reusing the
@@ -383,9 +573,12 @@ def open_document(
             has been read and parsed, so a bad document fails before a model is loaded.
         progress: told how far encoding is when the index has to be built (see
             :func:`build_index`).
+        progressive: when the index has to be built, return the :class:`Build` once its
+            paragraphs are encoded (its ``finish`` saves the index); a shared store (Milvus)
+            always builds whole.
 
     Returns:
-        The index, with the aligned document as ``index.document``.
+        The index, with the aligned document as ``index.document``; or the running build.
 
     Raises:
         DocumentError: the document cannot be read or parsed.
@@ -405,16 +598,22 @@ def open_document(
     document = parse_document(
         data, name=name, seed=settings.langdetect_seed, languages=_recorded_languages(folder)
     )
-    return open_index(document, loader() if loader else embedder, settings, progress)
+    return open_index(document, loader() if loader else embedder, settings, progress, progressive)
 
 
 def open_index(
-    document: Document, embedder: Embedder, settings: Settings, progress: Progress | None = None
-) -> Index:
+    document: Document,
+    embedder: Embedder,
+    settings: Settings,
+    progress: Progress | None = None,
+    progressive: bool = False,
+) -> Index | Build:
     """Load the persisted index for ``document``, or build and persist it.
 
     A folder that fails any check is rebuilt. When the index folder cannot be
     written, the freshly built index is used from memory and a warning logged.
+    With ``progressive``, a build is returned running (:class:`Build`), holding the
+    builders' lock until it finishes and saves the index.
 
     Raises:
         ModelError: building needed the embedder and it failed.
@@ -430,23 +629,31 @@ def open_index(
     # others wait and load what it saved, rather than all spending minutes on the same build.
     with contextlib.suppress(OSError):  # unwritable: built in memory, unlocked, as below
         folder.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(folder.parent / f".{folder.name}.lock") as locked:
+    held = contextlib.ExitStack()
+    with held:
+        locked = held.enter_context(exclusive_lock(folder.parent / f".{folder.name}.lock"))
         if locked and folder.exists():
             try:
                 return _used(load_index(folder, document, embedder.model_id, settings.vector_store))
             except IndexStoreError as exc:
                 log.warning("rebuilding index: %s", exc)
-        cache = vector_cache(settings, embedder)
-        try:
-            index = build_index(document, embedder, settings.vector_store, progress, cache)
-        finally:
-            cache.close()
-        try:
-            saved = save_index(index, folder)
-        except IndexStoreError as exc:
-            log.warning("index kept in memory only: %s", exc)
-            return index
-    prune(folder, settings.index_versions)
+        cache = held.enter_context(contextlib.closing(vector_cache(settings, embedder)))
+        keep = functools.partial(_keep, folder=folder, versions=settings.index_versions)
+        if progressive:
+            return Build(document, embedder, settings.vector_store, progress, cache, keep, held.pop_all())
+        index = build_index(document, embedder, settings.vector_store, progress, cache)
+        cache.close()
+        return keep(index)
+
+
+def _keep(index: Index, folder: Path, versions: int) -> Index:
+    """Save a built index (or keep it in memory if it cannot be saved) and prune older versions."""
+    try:
+        saved = save_index(index, folder)
+    except IndexStoreError as exc:
+        log.warning("index kept in memory only: %s", exc)
+        return index
+    prune(folder, versions)
     return saved
 
 
@@ -518,7 +725,10 @@ def save_index(index: Index, folder: Path) -> Index:
 
     Raises:
         IndexStoreError: the folder cannot be written.
+        ValueError: the index still has sentences to encode (a running :class:`Build`).
     """
+    if index.pending is not None:
+        raise ValueError("an index is saved once its build has finished: sentences are still pending")
     parent = folder.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,13 @@ class Retriever:
         # Not `@`: BLAS runs this pass on every core and leaves its threads spinning after
         # it, which slows the next query encoding; einsum stays on this thread, and the pass
         # is memory-bound either way.
-        scores = np.einsum("ij,j->i", self.index.sentence_vectors, query_vector)
+        index = self.index
+        scores = np.einsum("ij,j->i", index.sentence_vectors, query_vector)
+        if index.pending is not None:
+            # Not encoded yet (a progressive build): a sentence stands in as its paragraph,
+            # which neither lifts its paragraph in search nor skews the spread of scores much.
+            paragraph = np.einsum("ij,j->i", index.paragraph_vectors, query_vector)
+            scores[index.pending] = paragraph[index.sentence_paragraph[index.pending]]
         scores.flags.writeable = False
         return scores
 

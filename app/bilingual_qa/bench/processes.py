@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,28 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Ran:
+    """A finished process: its wall time, when its first output came, its peak RSS and its output."""
+
+    seconds: float
+    first_output: float | None  # seconds from start to the first bytes on stdout; None: it printed none
+    rss_mb: float
+    out: str
+
+
 def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[float, float, str]:
-    """Run a command to completion and measure it.
+    """Run a command to completion and measure it: (wall seconds, peak RSS in MB, stdout).
+
+    Raises:
+        BenchmarkError: as :func:`run_timed`.
+    """
+    ran = run_timed(cmd, env, timeout)
+    return ran.seconds, ran.rss_mb, ran.out
+
+
+def run_timed(cmd: list[str], env: dict[str, str], timeout: float = 600) -> Ran:
+    """Run a command to completion and measure it, its first output included.
 
     Args:
         cmd: the command, e.g. ``[*CLI, "ask", question]``.
@@ -75,7 +96,7 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[floa
         timeout: seconds before it is killed.
 
     Returns:
-        (wall seconds, peak RSS in MB, stdout).
+        The :class:`Ran`.
 
     Raises:
         BenchmarkError: non-zero exit or timeout (with the last line of stderr).
@@ -86,7 +107,11 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[floa
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
-            out = proc.stdout.read() if proc.stdout else b""  # type: ignore[union-attr]
+            chunks = []
+            first = None
+            while proc.stdout and (chunk := proc.stdout.read1(1 << 16)):  # type: ignore[union-attr]
+                first = first if first is not None else time.perf_counter() - started
+                chunks.append(chunk)
             # wait4, not wait: it also returns this child's own peak RSS.
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
@@ -100,7 +125,7 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[floa
             lines = err.read().decode("utf-8", "replace").strip().splitlines() or ["(no message)"]
             what = "timed out" if proc.returncode < 0 else f"exited {proc.returncode}"
             raise BenchmarkError(f"{_name(cmd)} {what}: {lines[-1][:200]}")
-    return seconds, usage.ru_maxrss / 1024, out.decode("utf-8", "replace")
+    return Ran(seconds, first, usage.ru_maxrss / 1024, b"".join(chunks).decode("utf-8", "replace"))
 
 
 def not_installed(ctx: Any, what: str, modules: tuple[str, ...], extra: str) -> bool:
