@@ -422,6 +422,7 @@ def test_an_evicted_upload_that_is_gone_asks_the_tab_to_upload_again(counting_pa
     page, embedder = counting_page(cache_bytes=1)
     apples = page.load_document(str(_fruit_file(tmp_path, "apples")), Session())[1]
     page.load_document(str(_fruit_file(tmp_path, "tea")), Session())  # evicts apples
+    assert page.settle(30)  # their builds, finished behind the page, have saved their indexes
     if lost == "file":
         shutil.rmtree(page._stored(apples.upload.sha256).parent)
     else:  # its saved index: reopening would have to encode the document, which it must not
@@ -437,6 +438,46 @@ def test_an_evicted_upload_that_is_gone_asks_the_tab_to_upload_again(counting_pa
     again = page.load_document(str(_fruit_file(tmp_path, "apples")), apples)[1]
     assert (embedder.passage_calls > built) == (lost == "index")
     assert "Shaanxi" in _drain(page.chat("Where do apples grow?", again))[-1][2].entries[-1].answer.text
+
+
+def test_an_upload_is_ready_from_its_paragraphs_and_its_sentences_finish_behind_the_page(
+    counting_page, tmp_path
+):
+    page, embedder = counting_page()
+    calls, release = [], threading.Event()
+    encode = embedder.embed_passages
+
+    def held(texts):
+        calls.append(list(texts))
+        if len(calls) > 1:  # the sentences, encoded after the page said the document is ready
+            assert release.wait(30), "the test never released the sentences"
+        return encode(texts)
+
+    embedder.embed_passages = held
+    path = tmp_path / "orchard.md"
+    path.write_text(
+        "Apples grow on trees in Shaanxi. They are picked in October. Most are sold in Xi'an.\n\n"
+        "蘋果長在陝西的樹上。十月採摘。大多在西安出售。\n",
+        encoding="utf-8",
+    )
+    chat, session, *_ = page.load_document(str(path), Session())
+    assert "Loaded **orchard\\.md**" in chat[-1]["content"]
+    engine = page.uploads.get(session.upload.sha256)
+    assert set(calls[0]) == {p.text for p in engine.paragraphs}
+    _wait_for(lambda: len(calls) == 2, "the build to go on with the sentences")
+    assert engine.index_pending and engine.index.path is None
+    assert page._indexing.acquire(blocking=False)  # one slot is free, the other is the build's
+    assert not page._indexing.acquire(blocking=False)
+    page._indexing.release()
+    release.set()
+    assert page.settle(30)
+    assert not engine.index_pending and engine.index.path is not None and engine.index.path.exists()
+    for _ in range(2):  # its slot is free again
+        assert page._indexing.acquire(blocking=False)
+    page._indexing.release()
+    page._indexing.release()
+    answer = _drain(page.chat("When are apples picked?", session))[-1][2].entries[-1].answer
+    assert answer.answered and "October" in answer.text
 
 
 def test_concurrent_uploads_of_the_same_file_build_once(counting_page, tmp_path):

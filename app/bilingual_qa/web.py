@@ -202,6 +202,7 @@ class ChatPage:
         self._indexing = threading.BoundedSemaphore(INDEXING_SLOTS)
         self._cancels: dict[str, threading.Event] = {}  # tab -> its upload's cancel switch
         self._cancels_lock = threading.Lock()
+        self._finishing: set[threading.Thread] = set()  # uploads' builds finishing behind the page
         self.history_limit = history_limit(settings)
 
     # --- rendering helpers ------------------------------------------------------------------
@@ -547,10 +548,14 @@ class ChatPage:
                 pass
         if not self._indexing.acquire(blocking=False):
             raise _Busy
+        slot_handed_on = False
         try:
             desc = page.strings(ui)["indexing"].format(name=name)
+            shown = [True]  # the visitor watches the build until the document is ready
 
             def report(done: float) -> None:
+                if not shown[0]:
+                    return
                 if cancel is not None and cancel.is_set():
                     raise _Cancelled  # between chunks: the build stops, its encoded vectors stay cached
                 if progress is not None:
@@ -560,18 +565,52 @@ class ChatPage:
             stored = atomic_write(target or self._stored(sha256, ".txt"), data)
             try:
                 # The shared model encodes the upload a chunk at a time (the index build does that
-                # when given progress), so other visitors' questions get it between chunks.
-                return Assistant(
+                # when given progress), so other visitors' questions get it between chunks. Ready
+                # once its paragraphs are encoded; its sentences are encoded after, behind the page.
+                assistant = Assistant(
                     document=stored,
                     settings=self._upload_settings,
                     embedder=self.assistant.embedder,
                     progress=report,
+                    progressive=True,
                 )
             except BaseException:
                 shutil.rmtree(stored.parent, ignore_errors=True)  # keep only documents that indexed
                 raise
+            shown[0] = False
+            if assistant.index_pending:
+                self._finish_behind(assistant, sha256)  # it keeps the indexing slot until done
+                slot_handed_on = True
+            return assistant
         finally:
-            self._indexing.release()
+            if not slot_handed_on:
+                self._indexing.release()
+
+    def _finish_behind(self, assistant: Assistant, sha256: str) -> None:
+        """Finish an upload's progressive build in a thread of its own, then free its indexing slot."""
+
+        def finish() -> None:
+            try:
+                assistant.finish_index()
+            except Exception as exc:
+                # Its questions could no longer encode what they need: the tab reopens it, or is
+                # asked to upload again (its index was never saved).
+                log.warning("finishing the index of the uploaded document %s failed: %s", sha256[:12], exc)
+                self.uploads.discard(sha256)
+            finally:
+                self._indexing.release()
+                self._finishing.discard(threading.current_thread())
+
+        worker = threading.Thread(target=finish, name=f"bqa-finish-{sha256[:8]}", daemon=True)
+        self._finishing.add(worker)
+        worker.start()
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait for the uploads' builds finishing behind the page; whether they all did in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in list(self._finishing):
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(worker.is_alive() for worker in list(self._finishing))
 
     def _reopen(self, sha256: str) -> Assistant:
         """The engine of an upload evicted from the cache, from its kept file and saved index.
@@ -760,6 +799,11 @@ class UploadCache:
             self._evict()
         future.set_result(assistant)
         return assistant
+
+    def discard(self, key: str) -> None:
+        """Forget ``key``'s engine (the next request for it reopens it)."""
+        with self._lock:
+            self._entries.pop(key, None)
 
     def _evict(self) -> None:
         """Drop least recently used engines until the estimate fits the budget (the newest stays)."""
