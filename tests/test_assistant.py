@@ -217,12 +217,17 @@ def test_a_progressive_assistant_answers_from_its_paragraphs_then_finishes_and_s
     bot = Assistant(settings=settings, embedder=fake_embedder, progressive=True)
     assert bot.index_pending and bot.index.path is None
     assert set(encoded) == {p.text for p in bot.paragraphs}
+    top = bot.retrieve("Which cities in Thailand are sister cities?", k=1)[0]  # retrieval fills too
+    position = {p.id: i for i, p in enumerate(bot.paragraphs)}
+    assert max(len(bot.paragraphs[position[pid]].sentences) for pid in top.paragraph_ids) > 1
+    for pid in top.paragraph_ids:
+        rows = bot.index.sentence_range(position[pid])
+        assert not bot.index.pending[rows.start : rows.stop].any()
 
     answer = bot.ask("Which cities in Thailand are Chongqing's sister cities?")
     cited = {c.paragraph_id for c in answer.citations}
     assert answer.answered and cited and set(re.findall(r"\[(P\d+)\]", answer.text)) <= cited
     index = bot.index
-    position = {p.id: i for i, p in enumerate(bot.paragraphs)}
     for pid in cited:  # the quoted paragraphs' sentences were encoded for the question
         rows = index.sentence_range(position[pid])
         assert not index.pending[rows.start : rows.stop].any()

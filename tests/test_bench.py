@@ -141,6 +141,17 @@ def test_processes_are_named_by_module_and_ask_the_cli_for_serve(settings, monke
         assert processes.web_unavailable(env) == "the CLI has no serve command yet"
 
 
+def test_a_timed_run_says_when_its_first_output_came_and_all_of_it(settings):
+    import sys
+
+    env = processes.child_env(settings)
+    code = "import sys, time; print('answer', flush=True); time.sleep(0.5); print('saved')"
+    ran = processes.run_timed([sys.executable, "-c", code], env)
+    assert ran.out.split() == ["answer", "saved"]
+    assert ran.first_output is not None and ran.first_output < ran.seconds - 0.3  # before the sleep
+    assert processes.run_timed([sys.executable, "-c", "pass"], env).first_output is None
+
+
 def _report() -> BenchReport:
     return BenchReport(
         quick=True,
