@@ -360,6 +360,7 @@ class Assistant:
         self._use(build.fill(m for hit in hits for m in hit.members))
 
     def _use(self, index: Index) -> None:
+        """Answer from ``index`` (more of a progressive build's sentences encoded) from now on."""
         self.index = index
         self._retriever.index = index
 

@@ -348,6 +348,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _answer(args: argparse.Namespace, bot, questions: Iterator[str | QuestionError], from_stdin: bool) -> int:
+    """Print the answer to each question; a progressive build is finished after the first answer."""
     status = 0
     for question in questions:
         if from_stdin and isinstance(question, str) and not question.strip():
