@@ -152,6 +152,18 @@ def test_a_timed_run_says_when_its_first_output_came_and_all_of_it(settings):
     assert processes.run_timed([sys.executable, "-c", "pass"], env).first_output is None
 
 
+def test_a_timed_runs_peak_memory_is_its_own_not_the_bench_process_it_was_forked_from(settings):
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(64 * 2**20)  # 512 MB in this process, which the child is forked from
+    grows = "import numpy as np; a = np.ones(16 * 2**20); print(a.sum())"  # 128 MB of its own
+    ran = processes.run_timed([sys.executable, "-c", grows], processes.child_env(settings))
+    assert 128 < ran.rss_mb < 512, ran.rss_mb
+    del ballast
+
+
 def _report() -> BenchReport:
     return BenchReport(
         quick=True,
