@@ -18,7 +18,9 @@ serializes its forward passes. Each browser tab has its own :class:`Session` in 
 after an upload, the upload's key. Uploaded documents live in one :class:`UploadCache`
 per page, shared by content hash and bounded by ``settings.upload_cache_mb``; their
 engines share the model. Indexing runs :data:`INDEXING_SLOTS` at a time and a further
-upload is told at once that the server is busy.
+upload is told at once that the server is busy. An upload is ready once its paragraphs are
+encoded (a progressive build); its sentences are encoded after, in a thread that keeps its
+indexing slot until the index is saved.
 
 Limits at the HTTP layer: :class:`BodyLimit` refuses request bodies over
 :data:`MAX_REQUEST_BYTES` (file uploads: their own, larger limit) with 413 before anything
