@@ -23,6 +23,19 @@ def _hits(index, embedder, question="sister cities in Thailand"):
     return index.dense_search(embedder.embed_queries([question])[0], 5)
 
 
+def _spying(embedder):
+    """The embedder with every passage it encodes recorded, in order."""
+    encoded: list[str] = []
+    original = embedder.embed_passages
+
+    def spy(texts):
+        encoded.extend(texts)
+        return original(texts)
+
+    embedder.embed_passages = spy
+    return encoded
+
+
 def test_build_save_load_gives_same_hits(settings, fake_embedder):
     doc = read_document()
     built = build_index(doc, fake_embedder)
@@ -213,14 +226,7 @@ def test_large_collections_switch_to_ivf_with_high_recall():
 
 
 def test_build_encodes_each_distinct_text_once(fake_embedder):
-    encoded: list[str] = []
-    original = fake_embedder.embed_passages
-
-    def spy(texts):
-        encoded.extend(texts)
-        return original(texts)
-
-    fake_embedder.embed_passages = spy
+    encoded = _spying(fake_embedder)
     doc = read_document()
     index = build_index(doc, fake_embedder)
     passages = [p.text for p in doc.paragraphs] + [s.text for p in doc.paragraphs for s in p.sentences]
@@ -365,19 +371,6 @@ def test_layout_pairs_become_twins_and_a_disagreement_is_kept_with_the_index(
 
 
 # --- progressive builds: paragraphs first, sentences on demand and after ------------------------
-
-
-def _spying(embedder):
-    """The embedder with every passage it encodes recorded, in order."""
-    encoded: list[str] = []
-    original = embedder.embed_passages
-
-    def spy(texts):
-        encoded.extend(texts)
-        return original(texts)
-
-    embedder.embed_passages = spy
-    return encoded
 
 
 def test_a_progressive_build_is_searchable_from_its_paragraphs_and_finishes_as_the_whole_build(fake_embedder):
