@@ -530,7 +530,9 @@ def test_an_upload_while_both_indexing_slots_are_taken_is_told_the_server_is_bus
         )
         gate.set()
         assert all(f.result(timeout=60)[1].upload is not None for f in busy)
-    # The slots are free again: the same upload now loads.
+    # Their sentences, encoded behind the page, hold the slots until their indexes are saved;
+    # then the slots are free again: the same upload now loads.
+    assert page.settle(30)
     session = page.load_document(str(_fruit_file(tmp_path, "rice")), Session())[1]
     assert session.upload is not None and session.upload.name == "rice.md"
 
