@@ -259,3 +259,10 @@ def test_closing_an_unfinished_progressive_assistant_lets_the_next_build_run(set
         fcntl.flock(lock, fcntl.LOCK_UN)
     again = Assistant(settings=settings, embedder=fake_embedder)
     assert again.index.pending is None and again.index.path is not None
+
+
+def test_a_progressive_build_with_nothing_left_to_encode_is_saved_at_once(settings, fake_embedder, tmp_path):
+    doc = tmp_path / "short.md"
+    doc.write_text("Apples grow on trees in Shaanxi.\n\n蘋果長在陝西的樹上。\n", encoding="utf-8")
+    bot = Assistant(document=doc, settings=settings, embedder=fake_embedder, progressive=True)
+    assert not bot.index_pending and bot.index.path is not None and bot.index.path.exists()

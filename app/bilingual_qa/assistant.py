@@ -85,6 +85,8 @@ class Assistant:
 
         # The document is read and parsed before the model loads: a bad file fails fast.
         opened = open_document(settings.document, settings, embedder or load, progress, progressive)
+        if isinstance(opened, Build) and opened.index.pending is None:
+            opened = opened.finish()  # every sentence was a paragraph or cached: only the save is left
         self._build: Build | None = opened if isinstance(opened, Build) else None
         self.index: Index = opened.index if isinstance(opened, Build) else opened
         self.embedder = load()
