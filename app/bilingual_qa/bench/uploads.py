@@ -61,6 +61,7 @@ for i in range(sessions):
     if session.upload is None:
         raise SystemExit(f"upload {i} failed: {chat[-1]}")
     tabs.append(session)
+    page.settle()  # the sentences, encoded behind the page after it said ready, count too
     if i == 0:
         gc.collect()
         out["one"] = rss()
