@@ -347,26 +347,32 @@ class Build:
             IndexStoreError: the build was closed before it finished.
         """
         try:
-            while True:
+            with self._lock:
+                todo = [t for t in dict.fromkeys(self._sentences) if t not in self._vectors]
+            step = max(1, getattr(self._engine, "progress_chunk", PROGRESS_CHUNK))
+            for start in range(0, len(todo), step):
                 # Chunk by chunk, letting go between: a question's fill goes in between.
                 with self._lock:
                     if self.finished is not None:
                         return self.finished
                     self._check_open()
-                    todo = [t for t in dict.fromkeys(self._sentences) if t not in self._vectors]
-                    if todo:
-                        self._encode(todo[: getattr(self._engine, "progress_chunk", PROGRESS_CHUNK)])
-                        continue
-                    index = dataclasses.replace(
-                        self._with_known(self.index), build_seconds=time.perf_counter() - self._started
-                    )
-                    if self._progress is not None and not self._total:
-                        self._progress(1.0)
-                    self._stack.close()  # the engine's memory goes back before the index is saved
-                    kept = self._keep(index) if self._keep is not None else index
-                    self._hold.close()
-                    self.finished = self.index = kept
-                    return kept
+                    chunk = [t for t in todo[start : start + step] if t not in self._vectors]
+                    if chunk:
+                        self._encode(chunk)
+            with self._lock:
+                if self.finished is not None:
+                    return self.finished
+                self._check_open()
+                index = dataclasses.replace(
+                    self._with_known(self.index), build_seconds=time.perf_counter() - self._started
+                )
+                if self._progress is not None and not self._total:
+                    self._progress(1.0)
+                self._stack.close()  # the engine's memory goes back before the index is saved
+                kept = self._keep(index) if self._keep is not None else index
+                self._hold.close()
+                self.finished = self.index = kept
+                return kept
         finally:
             if self.finished is None:
                 self.close()
