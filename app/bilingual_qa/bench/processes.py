@@ -116,7 +116,7 @@ def run_timed(cmd: list[str], env: dict[str, str], timeout: float = 600) -> Ran:
             while proc.stdout and (chunk := proc.stdout.read1(1 << 16)):  # type: ignore[union-attr]
                 first = first if first is not None else time.perf_counter() - started
                 chunks.append(chunk)
-            # wait4, not wait: it also returns this child's own peak RSS.
+            # wait4, not wait: its peak RSS stands in where /proc could not be read.
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
