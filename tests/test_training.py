@@ -177,3 +177,94 @@ def test_a_sentence_of_another_paragraph_needs_the_stricter_ratio():
     # A sentence of the best one's twin paragraph (position 1) counts as the same paragraph.
     twin = dataclasses.replace(q, twins=(frozenset({(0, 0), (1, 0)}), frozenset({(1, 2)})))
     assert _picked(twin, s, second=0.5, elsewhere=0.7) == [0, 1]
+
+
+def test_the_length_bound_holds_in_each_answer_language():
+    from bilingual_qa.training import LENGTH_SHARE, _second
+
+    # English answers of two sentences take 2/3 of their paragraph; Chinese ones a fifth, and
+    # there are more of them, so the median over all answers would stay within the bound.
+    english, scores = _two_candidates(paragraph_chars=300, n=10)
+    chinese, more = _two_candidates(paragraph_chars=1000, n=30)
+    questions = [dataclasses.replace(q, language="en") for q in english]
+    questions += [dataclasses.replace(q, language="zh-Hans") for q in chinese]
+    pooled = [dataclasses.replace(q, language="") for q in questions]
+    assert _second(pooled, scores + more) == 0.6
+    assert LENGTH_SHARE < 200 / 300
+    assert _second(questions, scores + more) > 2 / 3  # English answers would be too long
+
+
+def test_a_share_is_measured_in_the_version_the_answer_quotes():
+    from types import SimpleNamespace
+
+    from bilingual_qa.evidence import TwinSpan
+    from bilingual_qa.training import _quoted_share
+
+    def paragraph(language, lengths):
+        starts = np.cumsum([0, *lengths[:-1]])
+        sentences = [
+            SimpleNamespace(text="x" * n, start=s, end=s + n) for s, n in zip(starts, lengths, strict=True)
+        ]
+        return SimpleNamespace(language=language, sentences=sentences, text="x" * sum(lengths))
+
+    english, chinese = paragraph("en", [10, 30, 60]), paragraph("zh-Hant", [20, 20])
+    evidence = SimpleNamespace(
+        paragraph=lambda position: (english, chinese)[position],
+        span_text=lambda span: "x" * 20 * (span.last - span.first + 1),
+    )
+    candidate = SimpleNamespace(position=0, sentence=1, twin=TwinSpan(1, 0, 0))
+    asked = lambda language, version=None: SimpleNamespace(language=language, version=version)  # noqa: E731
+    # Asked in English, the English sentence is quoted: 30 of 100 characters, a long paragraph.
+    assert _quoted_share(evidence, asked("en"), candidate) == (0.3, True)
+    # Asked in Chinese, its translation is: 20 of 40 characters, a two-sentence paragraph.
+    assert _quoted_share(evidence, asked("zh-Hans"), candidate) == (0.5, False)
+    # Asked in Chinese what the English version says: the English sentence again.
+    assert _quoted_share(evidence, asked("zh-Hans", version="en"), candidate) == (0.3, True)
+    # No translation: the sentence itself, whatever the question's language.
+    alone = SimpleNamespace(position=0, sentence=2, twin=None)
+    assert _quoted_share(evidence, asked("zh-Hans"), alone) == (0.6, True)
+
+
+def test_the_sentence_models_shrinkage_is_chosen_on_documents_left_out(monkeypatch):
+    from bilingual_qa import training
+
+    # The answer shows in z only once cover_sentence's noise is taken off it: a weak penalty
+    # learns that; an overwhelming one keeps only each feature's own correlation with the label.
+    rng = np.random.default_rng(2)
+    noisy = []
+    for q in _synthetic():
+        x = q.features.copy()
+        noise = rng.normal(scale=3.0, size=len(x))
+        x[:, _COLUMN["z"]] = 2.0 * q.labels + noise
+        x[:, _COLUMN["cover_sentence"]] = noise
+        noisy.append(dataclasses.replace(q, features=x))
+    monkeypatch.setattr(training, "SENTENCE_L2_GRID", (1.0, 1e9))
+    assert training._sentence_l2(noisy) == 1.0
+    questions = _synthetic()
+    # Two strengths that both rank it first as often: the stronger.
+    monkeypatch.setattr(training, "SENTENCE_L2_GRID", (1.0, 1.5))
+    assert training._sentence_l2(questions) == 1.5
+    # One document: nothing to leave out.
+    one = [q for q in questions if q.group == questions[0].group]
+    assert training._sentence_l2(one) == training.L2
+    data = train(collected=(questions, PAIRS), progress=False)
+    assert set(data["provenance"]["sentence_l2_per_fold"]) == {q.set_name for q in questions}
+
+
+def test_the_threshold_is_set_on_confidences_from_gates_that_never_saw_the_document():
+    from bilingual_qa import training
+
+    questions = _synthetic()
+    groups = sorted({q.group for q in questions})
+    scores = training._out_of_fold(questions, groups)
+    model = training._model(questions, scores, translation=0.8)
+    held = groups[0]
+    # Whether its questions are answerable is what a gate learns from; flip it for one document.
+    flipped = [
+        dataclasses.replace(q, answerable=not q.answerable) if q.group == held else q for q in questions
+    ]
+    a = training._held_out_confidences(model, questions, scores)
+    b = training._held_out_confidences(model, flipped, scores)
+    mine = np.array([q.group == held for q in questions])
+    assert np.array_equal(a[mine], b[mine])  # its own confidences come from gates fitted without it
+    assert not np.array_equal(a[~mine], b[~mine])  # the others' gates did learn from it

@@ -6,12 +6,14 @@ Every case of every committed set in eval/ (development data and the default doc
 is asked through the :class:`~bilingual_qa.Assistant`; each candidate sentence it weighs
 (:mod:`bilingual_qa.evidence`) is labelled positive when it, or its translation, holds one of
 the case's required facts and lies in a gold paragraph or its twin. A logistic regression
-(L2, Newton's method: deterministic, numpy only) learns P(sentence answers).
+(L2, Newton's method: deterministic, numpy only) learns P(sentence answers); its L2 strength is
+chosen by leave-one-document-out cross-validation on the documents it is fitted on.
 
 Everything is cross-validated by document (each XQuAD article is in exactly one document, and
 the default document's set counts as one): the model that scores a document never saw its
 questions. The refusal threshold is the one that keeps false refusals at 2% on held-out
-predictions of the *training* documents (nested), and the file keeps one model per held-out
+predictions of the *training* documents (nested: each one's gate confidences from a gate fitted
+without it), and the file keeps one model per held-out
 document, so that ``bilingual-qa eval`` reports cross-validated scores for development data.
 """
 
@@ -43,9 +45,15 @@ FALSE_REFUSALS = 0.02  # the constraint that sets the threshold
 # share of the paragraph it cites, over paragraphs of LONG_PARAGRAPH sentences or more.
 LENGTH_SHARE = 0.5
 LONG_PARAGRAPH = 3
-L2 = 1.0
-SECOND_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
-ELSEWHERE_GRID = SECOND_GRID[3:]
+L2 = 1.0  # the gate's
+# The sentence model's L2 strength is chosen from these by leave-one-document-out
+# cross-validation on the documents it is fitted on (so, nested, for each fold): strong shrinkage
+# ranks answering sentences first more often on documents the model never saw.
+SENTENCE_L2_GRID = (1.0, 10.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+# Ratios of probabilities: finer near zero, where a small step already changes which second
+# sentences pass (most of them are far less likely than the best one).
+SECOND_GRID = (0.0, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
+ELSEWHERE_GRID = SECOND_GRID[5:]
 # What a second sentence costs when the ratio for other paragraphs is fitted: it must raise "the
 # quote holds the answer" by this share of the answers it is added to.
 SECOND_COST = 0.1
@@ -63,10 +71,13 @@ class Question:
     features: np.ndarray
     labels: np.ndarray
     twins: tuple[frozenset, ...]  # per candidate: the cells it and its translation occupy
-    # Per candidate: its share of its paragraph's length, and whether that paragraph is long
-    # enough for the length bound (LONG_PARAGRAPH sentences); None when not collected.
+    # Per candidate: the share of its paragraph the quote would take, in the version it would be
+    # quoted in (its translation's, when the question is in the other language), and whether
+    # that paragraph is long enough for the length bound (LONG_PARAGRAPH sentences); None when
+    # not collected.
     shares: np.ndarray | None = None
     long: np.ndarray | None = None
+    language: str = ""  # the answer's language: the length bound holds for each script
 
 
 def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = True) -> tuple[list, list]:
@@ -107,8 +118,9 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
             for c in weighing.candidates:
                 paragraph = evidence.paragraph(c.position)
                 text = paragraph.sentences[c.sentence].text
-                shares.append(len(text) / max(1, len(paragraph.text)))
-                long.append(len(paragraph.sentences) >= LONG_PARAGRAPH)
+                share, whole = _quoted_share(evidence, weighing, c)
+                shares.append(share)
+                long.append(whole)
                 if c.twin is not None:
                     text += " " + evidence.span_text(c.twin)
                 text = normalize_for_facts(text)
@@ -130,9 +142,30 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
                     twins=tuple(cells),
                     shares=np.asarray(shares, dtype=np.float64),
                     long=np.asarray(long, dtype=bool),
+                    language=weighing.language,
                 )
             )
     return questions, pairs
+
+
+def _quoted_share(evidence, weighing, candidate) -> tuple[float, bool]:
+    """(the share of its paragraph a candidate's quote takes, whether that paragraph is long).
+
+    Measured where the answer would quote it: a sentence in the other language than the
+    answer's is quoted through its translation, whose share of the twin paragraph is what the
+    reader sees (and what ``bilingual-qa eval`` measures).
+    """
+    from . import language as lang
+
+    paragraph = evidence.paragraph(candidate.position)
+    wanted = lang.is_chinese(weighing.language if weighing.version is None else weighing.version)
+    span = candidate.twin
+    if lang.is_chinese(paragraph.language) != wanted and span is not None:
+        paragraph = evidence.paragraph(span.position)
+        length = len(evidence.span_text(span))
+    else:
+        length = len(paragraph.sentences[candidate.sentence].text)
+    return length / max(1, len(paragraph.text)), len(paragraph.sentences) >= LONG_PARAGRAPH
 
 
 def _translation_pairs(evidence) -> list[tuple[float, bool]]:
@@ -182,11 +215,30 @@ def fit_logistic(
     return mean, scale, w[:-1], float(w[-1])
 
 
-def _fit(questions: Sequence[Question]) -> Logistic:
+def _fit(questions: Sequence[Question], l2: float = L2) -> Logistic:
     """The sentence model fitted on ``questions``' candidates."""
     x = np.vstack([q.features for q in questions if len(q.features)])
     y = np.concatenate([q.labels for q in questions if len(q.features)]).astype(np.float64)
-    return Logistic(*fit_logistic(x, y))
+    return Logistic(*fit_logistic(x, y, l2))
+
+
+def _sentence_l2(questions: Sequence[Question]) -> float:
+    """The sentence model's L2 strength that, left out one document at a time, most often ranks
+    an answering sentence first on the document left out (ties: the stronger)."""
+    groups = sorted({q.group for q in questions})
+    if len(groups) < 2:
+        return L2
+
+    def first_right(l2: float) -> float:
+        hits = []
+        for g in groups:
+            model = _fit([q for q in questions if q.group != g], l2)
+            hits += [bool(q.labels[int(np.argmax(model.predict(q.features)))])
+                     for q in questions if q.group == g and q.answerable and len(q.features)]  # fmt: skip
+        return round(float(np.mean(hits)), 6) if hits else 0.0
+
+    scores = {l2: first_right(l2) for l2 in SENTENCE_L2_GRID}
+    return max(SENTENCE_L2_GRID, key=lambda l2: (scores[l2], l2))
 
 
 def _gate_data(questions: Sequence[Question], scores: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -261,16 +313,20 @@ def _elsewhere(questions: Sequence[Question], scores: Sequence[np.ndarray]) -> f
 def _second(questions: Sequence[Question], scores: Sequence[np.ndarray], elsewhere: float = 1.01) -> float:
     """The ratio a second sentence of the same paragraph (or its twin) needs to be quoted.
 
-    The one that finds the most answers while the median answer stays within the product's
-    length bound: at most LENGTH_SHARE of the cited paragraph, over paragraphs of
-    LONG_PARAGRAPH sentences or more. Among equally good ratios, the highest.
+    The one that finds the most answers while the median answer, in each answer language and
+    script, stays within the product's length bound: at most LENGTH_SHARE of the cited
+    paragraph, over paragraphs of LONG_PARAGRAPH sentences or more. Among equally good ratios,
+    the highest.
     """
     answerable = [(q, s) for q, s in zip(questions, scores, strict=True) if q.answerable and len(s)]
 
     def value(ratio: float) -> tuple[bool, float, float]:
         found = [_quoted(q, s, ratio, elsewhere)[0] for q, s in answerable]
-        shares = [v for q, s in answerable if (v := _share(q, s, ratio, elsewhere)) is not None]
-        short = not shares or float(np.median(shares)) <= LENGTH_SHARE
+        shares: dict[str, list[float]] = {}
+        for q, s in answerable:
+            if (v := _share(q, s, ratio, elsewhere)) is not None:
+                shares.setdefault(q.language, []).append(v)
+        short = all(float(np.median(v)) <= LENGTH_SHARE for v in shares.values())
         return short, round(float(np.mean(found)) if found else 0.0, 6), ratio
 
     return max(SECOND_GRID, key=value)
@@ -290,24 +346,54 @@ def _translation_floor(pairs: Sequence[tuple[float, bool]]) -> float:
     return float(max(candidates, key=lambda t: (balanced(t), -t)))
 
 
-def _model(questions: Sequence[Question], inner: Sequence[np.ndarray], translation: float) -> AnswererModel:
-    """Fit the sentence model on ``questions``, the gate on their held-out scores ``inner``."""
+def _model(
+    questions: Sequence[Question], inner: Sequence[np.ndarray], translation: float, l2: float = L2
+) -> AnswererModel:
+    """Fit the sentence model on ``questions`` (with ``l2``), the gate on their held-out scores ``inner``."""
     x, y = _gate_data(questions, inner)
     gate = Logistic(*fit_logistic(x, y))
     elsewhere = _elsewhere(questions, inner)
     model = AnswererModel(
-        sentence=_fit(questions), gate=gate, threshold=0.0, second=_second(questions, inner, elsewhere),
+        sentence=_fit(questions, l2), gate=gate, threshold=0.0, second=_second(questions, inner, elsewhere),
         translation=translation, elsewhere=elsewhere,
     )  # fmt: skip
-    threshold = _threshold(questions, _confidences(model, questions, inner))
+    threshold = _threshold(questions, _held_out_confidences(model, questions, inner))
     return dataclasses.replace(model, threshold=threshold)
 
 
-def _out_of_fold(questions: Sequence[Question], groups: Sequence[str]) -> list[np.ndarray]:
-    """Sentence scores of each question from the sentence model fitted without its group."""
+def _held_out_confidences(
+    model: AnswererModel, questions: Sequence[Question], inner: Sequence[np.ndarray]
+) -> np.ndarray:
+    """Each question's confidence from a gate fitted without its document.
+
+    The threshold is set on these: a gate's confidences on the questions it was fitted on are
+    higher than on a new document's, and a threshold set on them refused more than
+    FALSE_REFUSALS of the answerable questions of the document held out (2.9% against 2%).
+    """
+    groups = sorted({q.group for q in questions})
+    if len(groups) < 2:
+        return _confidences(model, questions, inner)
+    out = np.zeros(len(questions))
+    for g in groups:
+        rest = [(q, s) for q, s in zip(questions, inner, strict=True) if q.group != g]
+        x, y = _gate_data([q for q, _ in rest], [s for _, s in rest])
+        gate = model.gate if not len(x) or y.all() or not y.any() else Logistic(*fit_logistic(x, y))
+        held = [i for i, q in enumerate(questions) if q.group == g]
+        out[held] = _confidences(dataclasses.replace(model, gate=gate), [questions[i] for i in held],
+                                 [inner[i] for i in held])  # fmt: skip
+    return out
+
+
+def _out_of_fold(
+    questions: Sequence[Question], groups: Sequence[str], l2: dict[str, float] | float = L2
+) -> list[np.ndarray]:
+    """Sentence scores of each question from the sentence model fitted without its group.
+
+    ``l2``: the strength, or each group's (chosen without it).
+    """
     scores: list[np.ndarray | None] = [None] * len(questions)
     for g in groups:
-        model = _fit([q for q in questions if q.group != g])
+        model = _fit([q for q in questions if q.group != g], l2[g] if isinstance(l2, dict) else l2)
         for i, q in enumerate(questions):
             if q.group == g:
                 scores[i] = model.predict(q.features)
@@ -373,17 +459,20 @@ def train(sets: Sequence[Path] | None = None, settings=None, progress: bool = Tr
         names.setdefault(q.group, q.set_name)
     groups = sorted(names, key=names.get)
     translation = _translation_floor(pairs)
-    outer = _out_of_fold(questions, groups)
+    strengths = {g: _sentence_l2([q for q in questions if q.group != g]) for g in groups}
+    outer = _out_of_fold(questions, groups, strengths)
     folds, per_fold = {}, {}
     held_confidences = np.zeros(len(questions))
     for g in groups:
         train_qs = [q for q in questions if q.group != g]
-        model = _model(train_qs, _out_of_fold(train_qs, [h for h in groups if h != g]), translation)
+        inner = _out_of_fold(train_qs, [h for h in groups if h != g], strengths[g])
+        model = _model(train_qs, inner, translation, strengths[g])
         folds[g] = model.to_dict()
         held = [i for i, q in enumerate(questions) if q.group == g]
         per_fold[names[g]] = evaluate([questions[i] for i in held], [outer[i] for i in held], model)
         held_confidences[held] = _confidences(model, [questions[i] for i in held], [outer[i] for i in held])
-    final = _model(questions, outer, translation)
+    l2 = _sentence_l2(questions)
+    final = _model(questions, outer, translation, l2)
     # Pooled over documents, each scored by the fold that never saw it, at that fold's threshold.
     answerable = [q.answerable for q in questions]
     pooled = _pool(per_fold)
@@ -395,8 +484,8 @@ def train(sets: Sequence[Path] | None = None, settings=None, progress: bool = Tr
         "folds": folds,
         "cross_validation": {
             "scheme": "leave one document out (every XQuAD article is in exactly one document; "
-            "the default document counts as one); each fold's gate and threshold fitted on held-out "
-            "scores of its training documents only",
+            "the default document counts as one); each fold's sentence-model L2, gate and threshold "
+            "chosen on its training documents only, the threshold on their held-out confidences",
             "pooled": pooled,
             "per_document": per_fold,
             "tradeoff": tradeoff(held_confidences, questions) if any(answerable) else [],
@@ -408,6 +497,8 @@ def train(sets: Sequence[Path] | None = None, settings=None, progress: bool = Tr
             "candidates": int(sum(len(q.labels) for q in questions)),
             "positives": int(sum(int(q.labels.sum()) for q in questions)),
             "translation_pairs": len(pairs),
+            "sentence_l2": l2,
+            "sentence_l2_per_fold": {names[g]: strengths[g] for g in groups},
             "license": "fitted on eval/ reference sets; those derived from XQuAD are CC BY-SA 4.0 "
             "(Artetxe, Ruder and Yogatama 2020), so these weights are too: see data/answerer.md",
         },
