@@ -115,6 +115,10 @@ def test_english_is_recognized_by_its_function_words_alone():
         ("What does the English version say about the budget?", "en", None, None),
         ("中文版怎麼說?", "zh-Hant", None, None),
         ("Who is the Chinese ambassador?", "en", None, None),
+        ("What is the Chinese for Foreign Affairs Office?", "en", "zh", "What is   Foreign Affairs Office?"),
+        ("What is the Chinese word for corridor?", "en", "zh", None),
+        ("Which Chinese foreign ministry officials attended?", "en", None, None),
+        ("How is the Chinese formed?", "en", None, None),
     ],
 )
 def test_version_requests_name_the_other_version(question, language, version, left):

@@ -353,7 +353,10 @@ def key_terms(text: str) -> list[str]:
 _CHINESE_VERSION_RE = re.compile(
     r"\b(?:(?:written|said|called|named|translated|rendered|expressed|known|put)\s+)?"
     r"(?:in|into) (?:traditional |simplified )?chinese(?: characters)?\b"
-    r"|\bchinese (?:version|text|translation|name|title|term|wording|original|characters|byline)s?\b",
+    r"|\bchinese (?:version|text|translation|name|title|term|wording|original|characters|byline|word"
+    r"|phrase|expression|equivalent|rendering)s?\b"
+    # "What is the Chinese for …?"
+    r"|\bthe chinese for\b",
     re.IGNORECASE,
 )
 _ENGLISH_VERSION_RE = re.compile(r"(?:英文版本|英文版|英文|英語|英语|英譯|英译)[中裡里上]?")
