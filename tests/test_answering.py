@@ -221,3 +221,27 @@ def test_a_second_sentence_comes_from_another_paragraph_only_past_its_own_ratio(
         spread.append(any(c.paragraph_id not in {first.id, first.twin_id} for c in answer.citations))
     assert max(counts) == 2  # the same paragraph's second sentences are quoted
     assert any(spread)  # … while another paragraph's would have been, had its ratio allowed it
+
+
+def test_two_sentences_one_long_translated_sentence_covers_are_two_quotes(settings, fake_embedder, tmp_path):
+    import dataclasses
+
+    from bilingual_qa import Assistant
+    from bilingual_qa.answering import load_model
+
+    doc = tmp_path / "library.txt"
+    # The Chinese translation says both English sentences in one.
+    doc.write_text(
+        LIBRARY.replace("上午9點開放。晚上8點閉館。", "上午9點開放，晚上8點閉館。"), encoding="utf-8"
+    )
+    bot = Assistant(document=doc, settings=settings, embedder=fake_embedder)
+    assert len(bot.document.paragraph("P3").sentences) == 1 and bot.document.paragraph("P1").twin_id == "P3"
+    # Any second sentence of the same paragraph or its twin: a sentence is never quoted twice,
+    # but two English sentences are not one because one Chinese sentence translates both.
+    model = dataclasses.replace(load_model(), second=0.0, elsewhere=1.01, threshold=0.0)
+    answerer = bot._answerer.with_model(model)
+    question = "When does the Riverside Library open?"
+    _, retrieval = bot.weigh(question)
+    answer = answerer.answer(question, "en", retrieval)
+    assert "opens at 9 am" in answer.text and "It closes at 8 pm." in answer.text
+    assert answer.text.count("9 am") == 1

@@ -215,14 +215,14 @@ def test_a_share_is_measured_in_the_version_the_answer_quotes():
     candidate = SimpleNamespace(position=0, sentence=1, twin=TwinSpan(1, 0, 0))
     asked = lambda language, version=None: SimpleNamespace(language=language, version=version)  # noqa: E731
     # Asked in English, the English sentence is quoted: 30 of 100 characters, a long paragraph.
-    assert _quoted_share(evidence, asked("en"), candidate) == (0.3, True)
+    assert _quoted_share(evidence, asked("en"), candidate) == (0.3, True, (0, 1, 1))
     # Asked in Chinese, its translation is: 20 of 40 characters, a two-sentence paragraph.
-    assert _quoted_share(evidence, asked("zh-Hans"), candidate) == (0.5, False)
+    assert _quoted_share(evidence, asked("zh-Hans"), candidate) == (0.5, False, (1, 0, 0))
     # Asked in Chinese what the English version says: the English sentence again.
-    assert _quoted_share(evidence, asked("zh-Hans", version="en"), candidate) == (0.3, True)
+    assert _quoted_share(evidence, asked("zh-Hans", version="en"), candidate) == (0.3, True, (0, 1, 1))
     # No translation: the sentence itself, whatever the question's language.
     alone = SimpleNamespace(position=0, sentence=2, twin=None)
-    assert _quoted_share(evidence, asked("zh-Hans"), alone) == (0.6, True)
+    assert _quoted_share(evidence, asked("zh-Hans"), alone) == (0.6, True, (0, 2, 2))
 
 
 def test_the_sentence_models_shrinkage_is_chosen_on_documents_left_out(monkeypatch):
@@ -268,3 +268,25 @@ def test_the_threshold_is_set_on_confidences_from_gates_that_never_saw_the_docum
     mine = np.array([q.group == held for q in questions])
     assert np.array_equal(a[mine], b[mine])  # its own confidences come from gates fitted without it
     assert not np.array_equal(a[~mine], b[~mine])  # the others' gates did learn from it
+
+
+def test_the_fit_counts_two_sentences_one_translation_covers_as_two_and_their_quote_once():
+    from bilingual_qa.training import _picked, _share
+
+    q, _ = _two_candidates(paragraph_chars=1000, n=1)
+    # English sentences (0, 0) and (0, 1), both translated by the one Chinese sentence (1, 0).
+    shared = dataclasses.replace(
+        q[0], twins=(frozenset({(0, 0), (1, 0)}), frozenset({(0, 1), (1, 0)})), own=((0, 0), (0, 1))
+    )
+    s = np.array([0.6, 0.4])
+    assert _picked(shared, s, second=0.5, elsewhere=1.01) == [0, 1]
+    # Without their own cells, a shared cell made them one sentence (the rule before).
+    assert _picked(dataclasses.replace(shared, own=None), s, second=0.5, elsewhere=1.01) == [0]
+    # The translation itself is the same sentence as the one it translates.
+    twin = dataclasses.replace(shared, twins=(shared.twins[0], frozenset({(1, 0), (0, 0), (0, 1)})),
+                               own=((0, 0), (1, 0)))  # fmt: skip
+    assert _picked(twin, s, second=0.5, elsewhere=1.01) == [0]
+    # Asked in Chinese, both are quoted through that sentence: one quote, its share counted once.
+    once = dataclasses.replace(shared, quotes=((1, 0, 0), (1, 0, 0)))
+    assert _share(once, s, 0.5, 1.01) == pytest.approx(shared.shares[0])
+    assert _share(shared, s, 0.5, 1.01) == pytest.approx(shared.shares.sum())

@@ -292,6 +292,7 @@ class ExtractiveAnswerer:
         best = order[0]
         picked = [best]
         taken = set(_footprint(weighing.candidates[best]))
+        owns = {_own(weighing.candidates[best])}
         unit = {p for p, _ in taken}
         wanted_chinese = lang.is_chinese(weighing.language)
         if weighing.version is not None:
@@ -302,8 +303,10 @@ class ExtractiveAnswerer:
             if len(picked) >= most:
                 break
             footprint = _footprint(weighing.candidates[i])
-            if footprint & taken:
-                continue  # the same sentence again, or its translation
+            if _own(weighing.candidates[i]) in taken or owns & footprint:
+                # The same sentence again, or its translation. Two sentences that one long
+                # sentence of the twin translates together are not the same sentence.
+                continue
             near = any(p in unit for p, _ in footprint)
             if probabilities[i] < (model.second if near else model.elsewhere) * probabilities[best]:
                 continue
@@ -311,6 +314,7 @@ class ExtractiveAnswerer:
                 continue  # only the best sentence may stand in the other language
             picked.append(i)
             taken |= footprint
+            owns.add(_own(weighing.candidates[i]))
         quotes: list[_Quote] = []
         only_other = False
         for n, i in enumerate(picked):
@@ -450,6 +454,11 @@ class ExtractiveAnswerer:
             citations=(),
             signals=signals,
         )
+
+
+def _own(candidate) -> tuple[int, int]:
+    """The (paragraph, sentence) cell of the candidate itself."""
+    return (candidate.position, candidate.sentence)
 
 
 def _footprint(candidate) -> set[tuple[int, int]]:

@@ -78,6 +78,12 @@ class Question:
     shares: np.ndarray | None = None
     long: np.ndarray | None = None
     language: str = ""  # the answer's language: the length bound holds for each script
+    # Per candidate: its own (paragraph, sentence) cell; None: any shared cell makes two
+    # candidates the same sentence.
+    own: tuple[tuple[int, int], ...] | None = None
+    # Per candidate: what its quote is, (paragraph, first sentence, last sentence): two
+    # sentences quoted through the same translation are one quote.
+    quotes: tuple[tuple[int, int, int], ...] | None = None
 
 
 def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = True) -> tuple[list, list]:
@@ -114,13 +120,14 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
             facts = [[normalize_for_facts(a) for a in fact] for fact in case.facts]
             labels = []
             cells = []
-            shares, long = [], []
+            shares, long, quotes = [], [], []
             for c in weighing.candidates:
                 paragraph = evidence.paragraph(c.position)
                 text = paragraph.sentences[c.sentence].text
-                share, whole = _quoted_share(evidence, weighing, c)
+                share, whole, quote = _quoted_share(evidence, weighing, c)
                 shares.append(share)
                 long.append(whole)
+                quotes.append(quote)
                 if c.twin is not None:
                     text += " " + evidence.span_text(c.twin)
                 text = normalize_for_facts(text)
@@ -143,13 +150,16 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
                     shares=np.asarray(shares, dtype=np.float64),
                     long=np.asarray(long, dtype=bool),
                     language=weighing.language,
+                    own=tuple((c.position, c.sentence) for c in weighing.candidates),
+                    quotes=tuple(quotes),
                 )
             )
     return questions, pairs
 
 
-def _quoted_share(evidence, weighing, candidate) -> tuple[float, bool]:
-    """(the share of its paragraph a candidate's quote takes, whether that paragraph is long).
+def _quoted_share(evidence, weighing, candidate) -> tuple[float, bool, tuple[int, int, int]]:
+    """(the share of its paragraph a candidate's quote takes, whether that paragraph is long,
+    the quoted sentences as (paragraph, first, last)).
 
     Measured where the answer would quote it: a sentence in the other language than the
     answer's is quoted through its translation, whose share of the twin paragraph is what the
@@ -163,9 +173,11 @@ def _quoted_share(evidence, weighing, candidate) -> tuple[float, bool]:
     if lang.is_chinese(paragraph.language) != wanted and span is not None:
         paragraph = evidence.paragraph(span.position)
         length = len(evidence.span_text(span))
+        quoted = (span.position, span.first, span.last)
     else:
         length = len(paragraph.sentences[candidate.sentence].text)
-    return length / max(1, len(paragraph.text)), len(paragraph.sentences) >= LONG_PARAGRAPH
+        quoted = (candidate.position, candidate.sentence, candidate.sentence)
+    return length / max(1, len(paragraph.text)), len(paragraph.sentences) >= LONG_PARAGRAPH, quoted
 
 
 def _translation_pairs(evidence) -> list[tuple[float, bool]]:
@@ -272,12 +284,19 @@ def _picked(q: Question, s: np.ndarray, second: float, elsewhere: float) -> list
     best = int(order[0])
     unit = {position for position, _ in q.twins[best]}
     for i in (int(i) for i in order[1:]):
-        if q.twins[i] & q.twins[best]:
+        if _same(q, i, best):
             continue  # the same sentence again, or its translation
         near = any(position in unit for position, _ in q.twins[i])
         if s[i] >= (second if near else elsewhere) * s[best]:
             return [best, i]
     return [best]
+
+
+def _same(q: Question, i: int, j: int) -> bool:
+    """Whether candidates ``i`` and ``j`` are one sentence (or one's translation is the other)."""
+    if q.own is None:
+        return bool(q.twins[i] & q.twins[j])
+    return q.own[i] in q.twins[j] or q.own[j] in q.twins[i]
 
 
 def _quoted(q: Question, s: np.ndarray, second: float, elsewhere: float | None = None) -> tuple[bool, bool]:
@@ -291,6 +310,8 @@ def _share(q: Question, s: np.ndarray, second: float, elsewhere: float) -> float
     if q.shares is None or q.long is None:
         return None
     picked = _picked(q, s, second, elsewhere)
+    if q.quotes is not None:
+        picked = [i for n, i in enumerate(picked) if q.quotes[i] not in {q.quotes[j] for j in picked[:n]}]
     return float(q.shares[picked].sum()) if q.long[picked[0]] else None
 
 
