@@ -245,3 +245,28 @@ def test_two_sentences_one_long_translated_sentence_covers_are_two_quotes(settin
     answer = answerer.answer(question, "en", retrieval)
     assert "opens at 9 am" in answer.text and "It closes at 8 pm." in answer.text
     assert answer.text.count("9 am") == 1
+
+
+@pytest.mark.parametrize(("language", "mark"), [("en", "…"), ("zh-Hant", "……"), ("zh-Hans", "……")])
+def test_a_sentence_left_out_between_two_quotes_is_marked(settings, fake_embedder, tmp_path, language, mark):
+    from types import SimpleNamespace
+
+    from bilingual_qa import Assistant
+    from bilingual_qa.answer import Signals
+    from bilingual_qa.answering import _Quote
+
+    doc = tmp_path / "library.txt"
+    text = LIBRARY.replace("It closes at 8 pm.", "It closes at 8 pm. Entry is free.")
+    doc.write_text(text, encoding="utf-8")
+    bot = Assistant(document=doc, settings=settings, embedder=fake_embedder)
+    english = bot.document.paragraph("P1")
+    first, second, third = english.sentences
+
+    def compose(*sentences):
+        quotes = [_Quote(english, s, 0.5, 0, None) for s in sentences]
+        weighing = SimpleNamespace(version=None)
+        return bot._answerer._compose("q", language, quotes, Signals(0.9, 0.5), weighing, False).text
+
+    apart, together = compose(first, third), compose(first, second)
+    assert apart.count(mark) == 1 and apart.index(first.text) < apart.index(mark) < apart.index(third.text)
+    assert "…" not in together and first.text in together and second.text in together

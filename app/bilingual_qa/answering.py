@@ -400,15 +400,20 @@ class ExtractiveAnswerer:
         # terms lost the answer more often than it shortened answers usefully (eval, all sets).
         spans = {id(q): (q.sentence.start, q.sentence.end) for q in quotes}
         pieces: list[tuple[str, list[str]]] = []  # (paragraph id, its consecutive quotes)
+        elision = messages(language)["elision"]
+        last_end = 0
         for q in ordered:
             start, end = spans[id(q)]
             text = q.paragraph.text[start:end]
             if lang.is_chinese(q.paragraph.language):
                 text = lang.to_script(text, language)
             if pieces and pieces[-1][0] == q.paragraph.id:
+                if q.paragraph.text[last_end:start].strip():
+                    pieces[-1][1].append(elision)  # a sentence between them is left out
                 pieces[-1][1].append(text)  # one marker after a paragraph's sentences
             else:
                 pieces.append((q.paragraph.id, [text]))
+            last_end = end
         gap = "" if chinese_answer else " "
         quote = gap.join(f"{gap.join(texts)} [{pid}]" for pid, texts in pieces)
         evidence_language = ordered[0].paragraph.language
