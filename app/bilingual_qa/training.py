@@ -35,6 +35,8 @@ from .answering import (
     MODEL_PATH,
     AnswererModel,
     Logistic,
+    _footprint,
+    _own,
     question_features,
 )
 from .errors import EvaluationError
@@ -133,10 +135,7 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
                 text = normalize_for_facts(text)
                 hit = paragraph.id in allowed and any(any(a in text for a in fact) for fact in facts)
                 labels.append(hit)
-                cell = {(c.position, c.sentence)}
-                if c.twin is not None:
-                    cell |= {(c.twin.position, i) for i in range(c.twin.first, c.twin.last + 1)}
-                cells.append(frozenset(cell))
+                cells.append(frozenset(_footprint(c)))
             questions.append(
                 Question(
                     group=bot.document.sha256,
@@ -150,7 +149,7 @@ def collect(sets: Sequence[Path] | None = None, settings=None, progress: bool = 
                     shares=np.asarray(shares, dtype=np.float64),
                     long=np.asarray(long, dtype=bool),
                     language=weighing.language,
-                    own=tuple((c.position, c.sentence) for c in weighing.candidates),
+                    own=tuple(_own(c) for c in weighing.candidates),
                     quotes=tuple(quotes),
                 )
             )
